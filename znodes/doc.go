@@ -1,0 +1,27 @@
+// Package znodes defines, in one place, every ZooKeeper path and payload that
+// dcroll reads or writes, and the recipes built on them: a session-aware
+// connection, ephemeral registration that survives session expiry, a herd-free
+// turn-taking lock, leader election and versioned multi-op writes.
+//
+// Layout under the root (default /dc); every payload is JSON with a "v"
+// schema version so that dashboards and zkCli.sh can read it:
+//
+//	/dc/head                         persistent  Head: the active spec id (the HEAD pointer)
+//	/dc/specs/<id>                   persistent  canonical spec JSON, id = sha256(canonical form); immutable
+//	/dc/history/h-<seq>              persistent  HistoryEntry: every HEAD move (push or rollback)
+//	/dc/deploy/d-<seq>               persistent  DeployEntry: the deploy queue, one per service, dependency order
+//	/dc/control                      persistent  Control: paused / resumed by an engineer
+//	/dc/current/<service>/<machine>  ephemeral   Current: what runs where, at which version
+//	/dc/staging/<service>/<guid>s-<seq> ephemeral-sequential StagingEntry: ready to roll, readiness order
+//	/dc/turns/<service>/<guid>t-<seq>   ephemeral-sequential Turn: the turn-taking lock per service
+//	/dc/budget/<service>             persistent  Budget: version bumped by each atomic quorum spend
+//	/dc/down/<service>/<machine>     ephemeral   Down: a machine that spent quorum budget and is upgrading
+//	/dc/agents/<machine>             ephemeral   Agent: machine, rack, dc, peer address
+//	/dc/progress/<machine>           ephemeral   Progress: blob download progress for dashboards
+//	/dc/blobs/<sha256hex>            persistent  Blob: published blob: size, infohash, metainfo, origin URLs
+//	/dc/election/<name>/<guid>n-<seq> ephemeral-sequential leader election candidates
+//
+// Paths are built only by the methods of Paths; payloads are the structs in
+// payloads.go; every create goes through Create (create.go) so per-path ACLs
+// can be applied in one place.
+package znodes
