@@ -1,0 +1,372 @@
+package spec
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// SchemaVersion is the version of the spec format. It is written into the
+// canonical form, so it is part of every spec ID.
+const SchemaVersion = 1
+
+// Defaults applied by [Parse] and [Spec.ApplyDefaults].
+const (
+	DefaultHealthTimeout    = 5 * time.Second
+	DefaultHealthMinHealthy = 2 * time.Second
+	DefaultHealthDeadline   = 2 * time.Minute
+	DefaultMaxParallel      = 1
+	DefaultQuorum           = 1 // machines; applied by Parse only when quorum is absent
+	DefaultReloadSignal     = "SIGHUP"
+	DefaultTimezone         = "UTC"
+)
+
+// Spec is one staging spec: everything the machines should run next.
+type Spec struct {
+	// Name is a human label shown in history and dashboards
+	// (e.g. "nightly-2026-11-22"). Required.
+	Name string `yaml:"name" json:"name"`
+	// Window restricts when a rollout may progress. Nil means always.
+	Window *Window `yaml:"window,omitempty" json:"window,omitempty"`
+	// Services by name. Names match ^[a-z0-9][a-z0-9_-]{0,62}$ because they
+	// become znode names. At least one is required.
+	Services map[string]*Service `yaml:"services" json:"services"`
+}
+
+// Window is a daily maintenance window in wall-clock time of Timezone.
+// Start is inclusive, End exclusive; End before Start means the window
+// crosses midnight (22:00-04:00).
+type Window struct {
+	// Start is "HH:MM" (24h).
+	Start string `yaml:"start" json:"start"`
+	// End is "HH:MM" (24h), different from Start.
+	End string `yaml:"end" json:"end"`
+	// Timezone is an IANA name such as "Europe/Paris"; default "UTC".
+	// "Local" is rejected: machines must agree on the window.
+	Timezone string `yaml:"timezone" json:"timezone"`
+}
+
+// Service is one service of a spec.
+type Service struct {
+	// Version is a label for humans and history; non-empty, printable, no "/".
+	Version string `yaml:"version" json:"version"`
+	// Artifact is the code blob, "sha256:" + 64 lowercase hex digits.
+	Artifact string `yaml:"artifact" json:"artifact"`
+	// Data are static data blobs (same form as Artifact), in the order given.
+	Data []string `yaml:"data,omitempty" json:"data,omitempty"`
+	// Run is the command line, relative to the unpacked artifact. Non-empty.
+	Run []string `yaml:"run" json:"run"`
+	// Health is how to tell that a started instance is healthy. Nil means
+	// "running for MinHealthy is enough" (the agent decides).
+	Health *Health `yaml:"health,omitempty" json:"health,omitempty"`
+	// Quorum is how many machines of the service must stay up during a
+	// rollout. Parse defaults it to 1 when absent; the zero Quorum means 0.
+	Quorum Quorum `yaml:"quorum" json:"quorum"`
+	// MaxParallel is how many machines may upgrade at once; >= 1, default 1.
+	MaxParallel int `yaml:"max_parallel" json:"max_parallel"`
+	// Settings are applied without a restart: a change that only touches
+	// settings is delivered with ReloadSignal.
+	Settings map[string]string `yaml:"settings,omitempty" json:"settings,omitempty"`
+	// ReloadSignal tells the process that settings changed; default SIGHUP.
+	ReloadSignal string `yaml:"reload_signal" json:"reload_signal"`
+	// DependsOn names services that must be rolled out before this one.
+	// It is a set: the canonical form sorts it.
+	DependsOn []string `yaml:"depends_on,omitempty" json:"depends_on,omitempty"`
+}
+
+// Health is a health check: exactly one of HTTP, TCP or Command.
+type Health struct {
+	// HTTP is an http:// or https:// URL; healthy means a 2xx answer.
+	HTTP string `yaml:"http,omitempty" json:"http,omitempty"`
+	// TCP is "host:port"; healthy means the port accepts connections.
+	TCP string `yaml:"tcp,omitempty" json:"tcp,omitempty"`
+	// Command is run relative to the unpacked artifact; healthy means exit 0.
+	Command []string `yaml:"command,omitempty" json:"command,omitempty"`
+	// Timeout bounds one probe; default 5s.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// MinHealthy is how long probes must keep passing before the instance
+	// counts as healthy; default 2s.
+	MinHealthy Duration `yaml:"min_healthy" json:"min_healthy"`
+	// Deadline is how long a new instance has to become healthy before the
+	// upgrade counts as failed; default 2m.
+	Deadline Duration `yaml:"deadline" json:"deadline"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("5s", "2m")
+// in YAML and JSON.
+type Duration struct{ time.Duration }
+
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration; write a number with a unit, e.g. \"5s\" or \"2m\"", s)
+	}
+	return d, nil
+}
+
+// MarshalJSON writes the duration as a string such as "2m0s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"5s\"")
+	}
+	v, err := parseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes the duration as a string such as "2m0s".
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// UnmarshalYAML reads a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: duration must be a string such as \"5s\"", n.Line)
+	}
+	v, err := parseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %v", n.Line, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// Quorum is how many machines of a service must stay up: either a count or
+// a percentage of the service's machines. Percent > 0 means percentage;
+// otherwise Count is used ("0%" is stored as Count 0).
+type Quorum struct {
+	Count   int
+	Percent int
+}
+
+// Min returns how many of total machines must stay up. A percentage rounds
+// up; the result is never more than total nor less than 0.
+func (q Quorum) Min(total int) int {
+	if total <= 0 {
+		return 0
+	}
+	n := q.Count
+	if q.Percent > 0 {
+		n = (total*q.Percent + 99) / 100
+	}
+	return max(0, min(n, total))
+}
+
+// String returns "2" or "60%".
+func (q Quorum) String() string {
+	if q.Percent != 0 {
+		return strconv.Itoa(q.Percent) + "%"
+	}
+	return strconv.Itoa(q.Count)
+}
+
+// parseQuorumString parses "60%". Range is checked by validation.
+func parseQuorumString(s string) (Quorum, error) {
+	p, ok := strings.CutSuffix(strings.TrimSpace(s), "%")
+	if !ok {
+		return Quorum{}, fmt.Errorf("%q is neither a number of machines (2) nor a percentage (\"60%%\")", s)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(p))
+	if err != nil {
+		return Quorum{}, fmt.Errorf("%q is not a whole percentage such as \"60%%\"", s)
+	}
+	if n == 0 {
+		return Quorum{}, nil
+	}
+	return Quorum{Percent: n}, nil
+}
+
+// MarshalJSON writes 2 or "60%".
+func (q Quorum) MarshalJSON() ([]byte, error) {
+	if q.Percent > 0 {
+		return json.Marshal(q.String())
+	}
+	return json.Marshal(q.Count)
+}
+
+// UnmarshalJSON reads 2 or "60%".
+func (q *Quorum) UnmarshalJSON(b []byte) error {
+	var n int
+	if err := json.Unmarshal(b, &n); err == nil {
+		*q = Quorum{Count: n}
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("quorum must be a number (2) or a percentage (\"60%%\")")
+	}
+	v, err := parseQuorumString(s)
+	if err != nil {
+		return err
+	}
+	*q = v
+	return nil
+}
+
+// MarshalYAML writes 2 or "60%".
+func (q Quorum) MarshalYAML() (any, error) {
+	if q.Percent > 0 {
+		return q.String(), nil
+	}
+	return q.Count, nil
+}
+
+// UnmarshalYAML reads 2 or "60%".
+func (q *Quorum) UnmarshalYAML(n *yaml.Node) error {
+	v, err := decodeQuorum(n)
+	if err != nil {
+		return fmt.Errorf("line %d: %v", n.Line, err)
+	}
+	*q = v
+	return nil
+}
+
+func decodeQuorum(n *yaml.Node) (Quorum, error) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
+		var c int
+		if err := n.Decode(&c); err != nil {
+			return Quorum{}, fmt.Errorf("%q is not a whole number", n.Value)
+		}
+		return Quorum{Count: c}, nil
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+		return parseQuorumString(n.Value)
+	}
+	return Quorum{}, fmt.Errorf("%q is neither a number of machines (2) nor a percentage (\"60%%\")", n.Value)
+}
+
+// ApplyDefaults fills zero-valued fields with their defaults: MaxParallel,
+// ReloadSignal, Health durations and Window.Timezone. It also normalizes:
+// DependsOn is sorted, empty slices and maps become nil. Quorum is left
+// alone (its zero value, 0, is meaningful); Parse defaults it when absent.
+func (s *Spec) ApplyDefaults() {
+	if w := s.Window; w != nil && w.Timezone == "" {
+		w.Timezone = DefaultTimezone
+	}
+	for _, svc := range s.Services {
+		if svc == nil {
+			continue
+		}
+		if svc.MaxParallel == 0 {
+			svc.MaxParallel = DefaultMaxParallel
+		}
+		if svc.ReloadSignal == "" {
+			svc.ReloadSignal = DefaultReloadSignal
+		}
+		if h := svc.Health; h != nil {
+			if h.Timeout.Duration == 0 {
+				h.Timeout.Duration = DefaultHealthTimeout
+			}
+			if h.MinHealthy.Duration == 0 {
+				h.MinHealthy.Duration = DefaultHealthMinHealthy
+			}
+			if h.Deadline.Duration == 0 {
+				h.Deadline.Duration = DefaultHealthDeadline
+			}
+			if len(h.Command) == 0 {
+				h.Command = nil
+			}
+		}
+		if len(svc.Data) == 0 {
+			svc.Data = nil
+		}
+		if len(svc.Settings) == 0 {
+			svc.Settings = nil
+		}
+		if len(svc.DependsOn) == 0 {
+			svc.DependsOn = nil
+		} else {
+			sort.Strings(svc.DependsOn)
+		}
+	}
+}
+
+// Clone returns a deep copy of s.
+func (s *Spec) Clone() *Spec {
+	if s == nil {
+		return nil
+	}
+	c := &Spec{Name: s.Name}
+	if s.Window != nil {
+		w := *s.Window
+		c.Window = &w
+	}
+	if s.Services != nil {
+		c.Services = make(map[string]*Service, len(s.Services))
+	}
+	for name, svc := range s.Services {
+		if svc == nil {
+			c.Services[name] = nil
+			continue
+		}
+		v := *svc
+		v.Data = cloneSlice(svc.Data)
+		v.Run = cloneSlice(svc.Run)
+		v.DependsOn = cloneSlice(svc.DependsOn)
+		if svc.Settings != nil {
+			v.Settings = make(map[string]string, len(svc.Settings))
+			for k, x := range svc.Settings {
+				v.Settings[k] = x
+			}
+		}
+		if svc.Health != nil {
+			h := *svc.Health
+			h.Command = cloneSlice(svc.Health.Command)
+			v.Health = &h
+		}
+		c.Services[name] = &v
+	}
+	return c
+}
+
+func cloneSlice(s []string) []string {
+	if s == nil {
+		return nil
+	}
+	return append([]string(nil), s...)
+}
+
+// Names returns the service names, sorted.
+func (s *Spec) Names() []string {
+	names := make([]string, 0, len(s.Services))
+	for name := range s.Services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Blobs returns every blob the spec references (artifacts and data),
+// sorted and without duplicates.
+func (s *Spec) Blobs() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(b string) {
+		if b != "" && !seen[b] {
+			seen[b] = true
+			out = append(out, b)
+		}
+	}
+	for _, svc := range s.Services {
+		if svc == nil {
+			continue
+		}
+		add(svc.Artifact)
+		for _, d := range svc.Data {
+			add(d)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
