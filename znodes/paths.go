@@ -49,17 +49,18 @@ func (p Paths) join(elem ...string) string {
 	return path.Join(append([]string{p.Root}, elem...)...)
 }
 
-func (p Paths) Head() string                   { return p.join("head") }
-func (p Paths) Control() string                { return p.join("control") }
-func (p Paths) Specs() string                  { return p.join("specs") }
-func (p Paths) Spec(id string) string          { return p.join("specs", id) }
-func (p Paths) History() string                { return p.join("history") }
-func (p Paths) HistoryEntryPrefix() string     { return p.join("history", HistoryPrefix) }
-func (p Paths) Deploy() string                 { return p.join("deploy") }
-func (p Paths) DeployEntryPrefix() string      { return p.join("deploy", DeployPrefix) }
-func (p Paths) DeployEntry(name string) string { return p.join("deploy", name) }
-func (p Paths) CurrentRoot() string            { return p.join("current") }
-func (p Paths) Current(service string) string  { return p.join("current", service) }
+func (p Paths) Head() string                    { return p.join("head") }
+func (p Paths) Control() string                 { return p.join("control") }
+func (p Paths) Specs() string                   { return p.join("specs") }
+func (p Paths) Spec(id string) string           { return p.join("specs", id) }
+func (p Paths) History() string                 { return p.join("history") }
+func (p Paths) HistoryEntryPrefix() string      { return p.join("history", HistoryPrefix) }
+func (p Paths) HistoryEntry(name string) string { return p.join("history", name) }
+func (p Paths) Deploy() string                  { return p.join("deploy") }
+func (p Paths) DeployEntryPrefix() string       { return p.join("deploy", DeployPrefix) }
+func (p Paths) DeployEntry(name string) string  { return p.join("deploy", name) }
+func (p Paths) CurrentRoot() string             { return p.join("current") }
+func (p Paths) Current(service string) string   { return p.join("current", service) }
 func (p Paths) CurrentMachine(service, machine string) string {
 	return p.join("current", service, machine)
 }

@@ -1,0 +1,50 @@
+# dcroll: the two set-up commands are `make demo` and `make test`.
+# Both install what a fresh Debian machine lacks (ZooKeeper, aria2) first.
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+TESTFLAGS ?= -race -timeout 18m
+
+.PHONY: all build deps test test-short vet fuzz bench bench-distrib demo zk clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN)/dcroll ./cmd/dcroll
+
+vet:
+	$(GO) vet $(PKGS)
+
+# make test: vet plus every test, including integration tests against a
+# real ZooKeeper and real agent processes.
+test: deps vet
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+test-short:
+	$(GO) test -short $(PKGS)
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=60s ./spec/
+
+# make bench: Go micro-benchmarks (spec, decision core, tracker ranking).
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./spec/ ./agent/... ./distrib/...
+
+# make bench-distrib: swarm vs random swarm vs central copy on real test
+# hosts in network namespaces (needs root, iproute2 and tc).
+bench-distrib: deps
+	$(GO) run ./bench/distrib -out bench/results
+
+# make zk: a local ZooKeeper on 127.0.0.1:2181 in the foreground.
+zk: deps
+	$(GO) run ./cmd/dczk -port 2181 -dir .zk
+
+# make demo: a whole local data center on a real local ZooKeeper.
+demo: deps build
+	$(GO) run ./cmd/dcdemo -dcroll $(BIN)/dcroll -dir .demo
+
+clean:
+	rm -rf $(BIN) .demo .zk

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"dcroll/coordinator"
+	"dcroll/znodes"
+)
+
+// daemonConn dials with the daemon's session timeout and its logger.
+func daemonConn(c *cli.Context) (*znodes.Conn, error) {
+	return znodes.Dial(c.Context, znodes.Options{
+		Servers:        c.String("zk"),
+		Root:           c.String("root"),
+		ConnectTimeout: c.Duration("zk-timeout"),
+		SessionTimeout: c.Duration("session-timeout"),
+		Logger:         logger(c),
+	})
+}
+
+var sessionTimeoutFlag = &cli.DurationFlag{Name: "session-timeout", Value: 10 * time.Second, EnvVars: []string{"DCROLL_SESSION_TIMEOUT"}, Usage: "ZooKeeper session timeout: how long a dead process keeps its ephemeral nodes"}
+
+func coordinatorCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "coordinator",
+		Usage: "serve the dashboard and metrics; the elected leader advances the deploy queue",
+		Description: `Run one or more anywhere: they elect a leader through ZooKeeper. The leader
+marks a service's deploy entry done once every machine runs the new version
+(agents do it too; the write happens exactly once). Every instance serves the
+web dashboard at /, the status API at /api/status and Prometheus metrics at
+/metrics, read from znode state.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "http", Value: "127.0.0.1:7080", EnvVars: []string{"DCROLL_COORDINATOR_HTTP"}, Usage: "dashboard and metrics `ADDR`"},
+			&cli.StringFlag{Name: "id", Usage: "candidate id in the election (default host:pid)"},
+			sessionTimeoutFlag,
+		},
+		Action: func(c *cli.Context) error {
+			conn, err := daemonConn(c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			return coordinator.Run(c.Context, coordinator.Config{Conn: conn, ID: c.String("id"), HTTPAddr: c.String("http"), Logger: logger(c)})
+		},
+	}
+}

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"dcroll/coordinator"
+	"dcroll/spec"
+	"dcroll/znodes"
+)
+
+func specCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name:      "push",
+			Usage:     "make a staging spec HEAD and queue its rollout (atomic)",
+			ArgsUsage: "SPEC.yaml",
+			Description: `Validates SPEC (YAML or JSON), checks that every blob it names is published,
+then in ONE ZooKeeper transaction stores the immutable spec under its sha256 id,
+moves HEAD, records history and writes the deploy queue: the changed services
+in dependency order. If anything fails, nothing changes.
+
+Pushing the spec HEAD already points to changes nothing. While a rollout is
+unfinished a push is refused; --supersede replaces the unfinished queue.
+
+Examples:
+   dcroll push --dry-run nightly.yaml   # print the plan, write nothing
+   dcroll push nightly.yaml
+   dcroll push --supersede hotfix.yaml`,
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"},
+				&cli.BoolFlag{Name: "supersede", Usage: "replace an unfinished rollout's queue"},
+				jsonFlag,
+			},
+			Action: func(c *cli.Context) error {
+				if err := needArgs(c, 1, 1, "one spec file"); err != nil {
+					return err
+				}
+				sp, err := spec.Load(c.Args().First())
+				if err != nil {
+					return err
+				}
+				return withConn(c, func(conn *znodes.Conn) error {
+					res, err := coordinator.Push(c.Context, conn, sp, coordinator.PushOptions{DryRun: c.Bool("dry-run"), Supersede: c.Bool("supersede")})
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						return printJSON(c.App.Writer, res)
+					}
+					printPush(c.App.Writer, res)
+					return nil
+				})
+			},
+		},
+		{
+			Name:      "rollback",
+			Usage:     "move HEAD back to the previous spec (or SPEC_ID)",
+			ArgsUsage: "[SPEC_ID]",
+			Description: `Rolling back is moving a pointer: the old spec is still stored, the agents
+still hold its blobs. The move goes through the same atomic path as a push,
+is recorded in history, and replaces any unfinished (or halted) rollout.
+SPEC_ID may be a unique prefix of at least 4 hex digits (see dcroll history).`,
+			Flags: []cli.Flag{jsonFlag, &cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"}},
+			Action: func(c *cli.Context) error {
+				if err := needArgs(c, 0, 1, "at most one spec id"); err != nil {
+					return err
+				}
+				return withConn(c, func(conn *znodes.Conn) error {
+					res, err := coordinator.Rollback(c.Context, conn, c.Args().First(), coordinator.PushOptions{DryRun: c.Bool("dry-run")})
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						return printJSON(c.App.Writer, res)
+					}
+					printPush(c.App.Writer, res)
+					return nil
+				})
+			},
+		},
+		{
+			Name:  "history",
+			Usage: "list every HEAD move (push and rollback), oldest first",
+			Flags: []cli.Flag{jsonFlag},
+			Action: func(c *cli.Context) error {
+				return withConn(c, func(conn *znodes.Conn) error {
+					h, err := coordinator.History(conn)
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						if h == nil {
+							h = []znodes.HistoryEntry{}
+						}
+						return printJSON(c.App.Writer, h)
+					}
+					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "WHEN\tACTION\tFROM\tTO\tNAME\tBY\tSERVICES")
+					for _, e := range h {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Action,
+							dash(spec.ShortID(e.From)), spec.ShortID(e.To), e.Name, e.By, dash(strings.Join(e.Services, ",")))
+					}
+					return tw.Flush()
+				})
+			},
+		},
+		{
+			Name:  "spec",
+			Usage: "validate specs and read stored ones",
+			Subcommands: []*cli.Command{
+				{
+					Name:      "validate",
+					Usage:     "check spec files offline and print their ids and deploy order",
+					ArgsUsage: "SPEC.yaml...",
+					Flags:     []cli.Flag{jsonFlag},
+					Action: func(c *cli.Context) error {
+						if err := needArgs(c, 1, -1, "one or more spec files"); err != nil {
+							return err
+						}
+						type out struct {
+							File  string   `json:"file"`
+							ID    string   `json:"id"`
+							Order []string `json:"order"`
+						}
+						var outs []out
+						for _, f := range c.Args().Slice() {
+							sp, err := spec.Load(f)
+							if err != nil {
+								return err
+							}
+							order, err := sp.Order()
+							if err != nil {
+								return err
+							}
+							outs = append(outs, out{f, sp.ID(), order})
+						}
+						if c.Bool("json") {
+							return printJSON(c.App.Writer, outs)
+						}
+						for _, o := range outs {
+							fmt.Fprintf(c.App.Writer, "%s: ok, id %s, order %s\n", o.File, o.ID, strings.Join(o.Order, " -> "))
+						}
+						return nil
+					},
+				},
+				{
+					Name:      "show",
+					Usage:     "print a stored spec (HEAD when no id is given)",
+					ArgsUsage: "[SPEC_ID]",
+					Flags:     []cli.Flag{jsonFlag},
+					Action: func(c *cli.Context) error {
+						if err := needArgs(c, 0, 1, "at most one spec id"); err != nil {
+							return err
+						}
+						return withConn(c, func(conn *znodes.Conn) error {
+							id := c.Args().First()
+							if id == "" {
+								h, _, err := coordinator.ReadHead(conn)
+								if err != nil {
+									return err
+								}
+								if h == nil {
+									return fmt.Errorf("no spec pushed yet: push one with dcroll push SPEC")
+								}
+								id = h.SpecID
+							} else {
+								var err error
+								if id, err = coordinator.ResolveSpecID(conn, id); err != nil {
+									return err
+								}
+							}
+							sp, err := coordinator.LoadSpec(conn, id)
+							if err != nil {
+								return err
+							}
+							if c.Bool("json") {
+								return printJSON(c.App.Writer, map[string]any{"id": id, "spec": sp})
+							}
+							fmt.Fprintf(c.App.Writer, "# spec %s\n", id)
+							return printYAML(c.App.Writer, sp)
+						})
+					},
+				},
+			},
+		},
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printPush(w io.Writer, res *coordinator.PushResult) {
+	switch {
+	case res.Unchanged:
+		fmt.Fprintf(w, "HEAD already points to %s (%s): nothing to do\n", spec.ShortID(res.SpecID), res.Name)
+		return
+	case res.DryRun:
+		fmt.Fprintf(w, "dry run: %s would move HEAD %s -> %s (%s)\n", res.Action, dash(spec.ShortID(res.PrevID)), spec.ShortID(res.SpecID), res.Name)
+	default:
+		fmt.Fprintf(w, "%s: HEAD %s -> %s (%s)\n", res.Action, dash(spec.ShortID(res.PrevID)), spec.ShortID(res.SpecID), res.Name)
+	}
+	if res.Superseded {
+		fmt.Fprintln(w, "the unfinished rollout is superseded")
+	}
+	if len(res.Plan) == 0 {
+		fmt.Fprintln(w, "no service changes: agents only record the new spec id")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tSERVICE\tCHANGE\tFROM\tTO\tWHY")
+	for i, ch := range res.Plan {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, ch.Service, ch.Kind, dash(ch.From), dash(ch.To), strings.Join(ch.Reasons, ", "))
+	}
+	tw.Flush()
+}

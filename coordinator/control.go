@@ -1,0 +1,124 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"dcroll/znodes"
+)
+
+// ReadControl returns the operator switches (zero value when never set).
+func ReadControl(c *znodes.Conn) (znodes.Control, *zk.Stat, error) {
+	var ctl znodes.Control
+	st, err := c.GetJSON(c.Paths().Control(), &ctl)
+	if errors.Is(err, zk.ErrNoNode) {
+		return ctl, nil, nil
+	}
+	if err != nil {
+		return ctl, nil, fmt.Errorf("read control: %w", err)
+	}
+	return ctl, st, nil
+}
+
+func writeControl(c *znodes.Conn, ctl znodes.Control, st *zk.Stat) error {
+	if st == nil {
+		if _, err := c.Create(c.Paths().Control(), znodes.MustEncode(&ctl), 0); err != nil {
+			return err
+		}
+		return nil
+	}
+	if _, err := c.ZK().Set(c.Paths().Control(), znodes.MustEncode(&ctl), st.Version); err != nil {
+		return fmt.Errorf("write control: %w", err)
+	}
+	return nil
+}
+
+// Pause stops every machine from starting a new upgrade step; steps under
+// way finish.
+func Pause(c *znodes.Conn, by, reason string) error {
+	if err := c.EnsureSkeleton(); err != nil {
+		return fmt.Errorf("pause: %w", err)
+	}
+	ctl, st, err := ReadControl(c)
+	if err != nil {
+		return fmt.Errorf("pause: %w", err)
+	}
+	if by == "" {
+		by = whoAmI()
+	}
+	ctl.Paused, ctl.Reason, ctl.By, ctl.At = true, reason, by, time.Now().UTC()
+	if err := writeControl(c, ctl, st); err != nil {
+		return fmt.Errorf("pause: %w", err)
+	}
+	return nil
+}
+
+// ResumeResult says what Resume changed.
+type ResumeResult struct {
+	Unpaused bool     `json:"unpaused"`
+	Retried  []string `json:"retried"` // services whose halted entry goes back to rolling
+}
+
+// Resume lifts a pause and retries halted deploy entries, in one transaction.
+func Resume(c *znodes.Conn, by string) (*ResumeResult, error) {
+	if err := c.EnsureSkeleton(); err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	if by == "" {
+		by = whoAmI()
+	}
+	ctl, st, err := ReadControl(c)
+	if err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	q, err := ReadQueue(c)
+	if err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	res := &ResumeResult{}
+	var ops []any
+	now := time.Now().UTC()
+	for _, e := range q {
+		if e.State != znodes.DeployHalted {
+			continue
+		}
+		d := e.DeployEntry
+		d.State, d.Reason, d.Machine, d.Updated = znodes.DeployRolling, "", "", now
+		ops = append(ops, &zk.SetDataRequest{Path: c.Paths().DeployEntry(e.Node), Data: znodes.MustEncode(&d), Version: e.ZVersion})
+		res.Retried = append(res.Retried, e.Service)
+	}
+	if ctl.Paused || st == nil {
+		res.Unpaused = ctl.Paused
+		ctl.Paused, ctl.Reason, ctl.By, ctl.At = false, "", by, now
+		if st == nil {
+			ops = append(ops, c.CreateOp(c.Paths().Control(), znodes.MustEncode(&ctl), 0))
+		} else {
+			ops = append(ops, &zk.SetDataRequest{Path: c.Paths().Control(), Data: znodes.MustEncode(&ctl), Version: st.Version})
+		}
+	}
+	if len(ops) == 0 {
+		return res, nil
+	}
+	if _, err := c.Multi(ops...); err != nil {
+		return nil, fmt.Errorf("resume: nothing changed, run it again: %w", err)
+	}
+	return res, nil
+}
+
+// MarkDone marks entry e done if it is still at the version read (exactly
+// once: a concurrent marker loses with ErrBadVersion, which is not an error).
+func MarkDone(c *znodes.Conn, e QueueEntry) (bool, error) {
+	d := e.DeployEntry
+	d.State, d.Updated = znodes.DeployDone, time.Now().UTC()
+	_, err := c.ZK().Set(c.Paths().DeployEntry(e.Node), znodes.MustEncode(&d), e.ZVersion)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, zk.ErrBadVersion), errors.Is(err, zk.ErrNoNode):
+		return false, nil
+	}
+	return false, fmt.Errorf("mark %s done: %w", e.Service, err)
+}
