@@ -69,7 +69,17 @@ ZooKeeper is found with --zk (or DCROLL_ZK); everything lives under --root.`,
 			return usageError{msg: err.Error() + " (see --help)"}
 		},
 	}
+	setUsageErrors(app.Commands, app.OnUsageError)
 	return app
+}
+
+func setUsageErrors(cmds []*cli.Command, h cli.OnUsageErrorFunc) {
+	for _, c := range cmds {
+		if c.OnUsageError == nil {
+			c.OnUsageError = h
+		}
+		setUsageErrors(c.Subcommands, h)
+	}
 }
 
 func commands() []*cli.Command {
