@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -310,14 +311,17 @@ func (v *validator) health(p string, h *Health) {
 	default:
 		v.add(p, "", nil, "%s are all set; set exactly one of http, tcp or command", strings.Join(set, " and "))
 	}
+	// ${VAR} references are expanded by the agent from the service's
+	// environment (e.g. ${DCROLL_PORT}); validate the form with a stand-in.
+	standIn := func(string) string { return "1" }
 	if h.HTTP != "" {
-		u, err := url.Parse(h.HTTP)
+		u, err := url.Parse(os.Expand(h.HTTP, standIn))
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || badText(h.HTTP) != "" {
 			v.add(p+".http", "", nil, "%q is not an http:// or https:// URL", h.HTTP)
 		}
 	}
 	if h.TCP != "" {
-		host, port, err := net.SplitHostPort(h.TCP)
+		host, port, err := net.SplitHostPort(os.Expand(h.TCP, standIn))
 		n, perr := strconv.Atoi(port)
 		if err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
 			v.add(p+".tcp", "", nil, "%q is not \"host:port\", e.g. \"127.0.0.1:7001\"", h.TCP)
