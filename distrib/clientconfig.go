@@ -1,0 +1,124 @@
+package distrib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+	"golang.org/x/time/rate"
+)
+
+// clientOptions are the knobs of one anacrolix client (origin or node).
+type clientOptions struct {
+	ListenAddr      string        // ip:port; port 0 picks one
+	UploadLimiter   *rate.Limiter // nil: unlimited
+	DownloadLimit   *rate.Limiter // nil: unlimited
+	Logger          *slog.Logger
+	OnUsefulData    func(torrent.ReceivedUsefulDataEvent)
+	MaxConnsPerBlob int // 0: library default (50)
+}
+
+// newClient builds a production-configured anacrolix client. Settings and
+// why (see BITTORRENT-NOTES.md):
+//   - Seed: every agent uploads for the whole swarm, also after completing.
+//   - NoDHT, PEX off, no uTP, no WebTorrent, no UPnP: a data center swarm is
+//     found through our tracker only; peers must come from its rack ranking
+//     (PEX would leak cross-rack peers around it).
+//   - MaxAllocPeerRequestDataPerConn = 16 MiB and KeepAliveTimeout = 1 s:
+//     work-arounds for two v1.59.1 stalls (FIFO upload reservations vs map
+//     order, and a lost wake-up with UploadRateLimiter).
+//   - When listening on a specific IP, every outgoing connection (peers,
+//     tracker, web seeds) is bound to it, so that peers and the tracker see
+//     the address registered in /dc/agents, and a peer banned for bad data
+//     is banned by its own IP (several clients on one host differ by IP).
+//   - DefaultStorage refuses everything: each torrent gets its own storage
+//     rooted in a directory named by a verified hash (never by metainfo).
+func newClient(o clientOptions) (*torrent.Client, error) {
+	host, portStr, err := net.SplitHostPort(o.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: want ip:port: %w", o.ListenAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: bad port: %w", o.ListenAddr, err)
+	}
+	var ip netip.Addr
+	if host != "" {
+		if ip, err = netip.ParseAddr(host); err != nil {
+			return nil, fmt.Errorf("listen address %q: want an IP literal: %w", o.ListenAddr, err)
+		}
+	}
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.ListenHost = func(string) string { return host }
+	cfg.ListenPort = port
+	cfg.Seed = true
+	cfg.NoDHT = true
+	cfg.DisablePEX = true
+	cfg.DisableUTP = true
+	cfg.DisableWebtorrent = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.MaxAllocPeerRequestDataPerConn = 16 << 20
+	cfg.KeepAliveTimeout = time.Second
+	cfg.DefaultStorage = refusingStorage{}
+	if o.MaxConnsPerBlob > 0 {
+		cfg.EstablishedConnsPerTorrent = o.MaxConnsPerBlob
+	}
+	if o.UploadLimiter != nil {
+		cfg.UploadRateLimiter = o.UploadLimiter
+	}
+	cfg.DownloadRateLimiter = o.DownloadLimit
+	if o.Logger != nil {
+		cfg.Slogger = o.Logger
+	}
+	if o.OnUsefulData != nil {
+		cfg.Callbacks.ReceivedUsefulData = append(cfg.Callbacks.ReceivedUsefulData, o.OnUsefulData)
+	}
+	var bound *net.Dialer
+	if ip.IsValid() {
+		if ip.Is4() {
+			cfg.DisableIPv6 = true
+		} else {
+			cfg.DisableIPv4 = true
+		}
+		if !ip.IsUnspecified() {
+			bound = &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip.AsSlice()}, Timeout: 10 * time.Second}
+			cfg.DialForPeerConns = false // replaced by the bound dialer below
+			cfg.TrackerDialContext = bound.DialContext
+			cfg.HTTPDialContext = bound.DialContext
+		}
+	}
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start bittorrent client on %s: %w", o.ListenAddr, err)
+	}
+	if bound != nil {
+		network := "tcp4"
+		if ip.Is6() {
+			network = "tcp6"
+		}
+		cl.AddDialer(torrent.NetworkDialer{Network: network, Dialer: bound})
+	}
+	return cl, nil
+}
+
+// clientAddr is the client's listen address with the configured host.
+func clientAddr(cl *torrent.Client, listenAddr string) string {
+	host, _, _ := net.SplitHostPort(listenAddr)
+	return net.JoinHostPort(host, strconv.Itoa(cl.LocalPort()))
+}
+
+// refusingStorage is the client's default storage: every torrent must be
+// added with its own storage.
+type refusingStorage struct{}
+
+func (refusingStorage) OpenTorrent(context.Context, *metainfo.Info, metainfo.Hash) (storage.TorrentImpl, error) {
+	return storage.TorrentImpl{}, errors.New("dcroll: torrent added without its own storage")
+}

@@ -1,0 +1,185 @@
+package distrib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"dcroll/znodes"
+)
+
+// rackRefresh re-reads /dc/agents even without a watch event: a children
+// watch does not fire when an agent rewrites its payload.
+const rackRefresh = 30 * time.Second
+
+// nudgeGap is the least time between two re-reads caused by Nudge.
+const nudgeGap = 2 * time.Second
+
+// RackMap caches where every registered agent is (/dc/agents/*: machine,
+// rack, dc, peer address). A watch on the children and Nudge trigger a
+// re-read; lookups never block on ZooKeeper.
+type RackMap struct {
+	conn  *znodes.Conn
+	log   *slog.Logger
+	nudge chan struct{}
+
+	mu        sync.RWMutex
+	byAddr    map[netip.AddrPort]znodes.Agent
+	byIP      map[netip.Addr][]znodes.Agent
+	byMachine map[string]znodes.Agent
+	loaded    chan struct{}
+	loadOnce  sync.Once
+}
+
+// NewRackMap returns an empty map; Run fills it.
+func NewRackMap(c *znodes.Conn, logger *slog.Logger) *RackMap {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &RackMap{
+		conn:      c,
+		log:       logger.With("component", "rackmap"),
+		nudge:     make(chan struct{}, 1),
+		byAddr:    map[netip.AddrPort]znodes.Agent{},
+		byIP:      map[netip.Addr][]znodes.Agent{},
+		byMachine: map[string]znodes.Agent{},
+		loaded:    make(chan struct{}),
+	}
+}
+
+// Nudge asks Run to re-read soon (non-blocking).
+func (m *RackMap) Nudge() {
+	select {
+	case m.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Loaded is closed after the first successful read.
+func (m *RackMap) Loaded() <-chan struct{} { return m.loaded }
+
+// Run keeps the map current until ctx ends.
+func (m *RackMap) Run(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		watch, err := m.load()
+		if err != nil {
+			m.log.Warn("reading agents failed; retrying", "err", err, "in", backoff)
+			watch = nil
+		}
+		var retry <-chan time.Time
+		if err != nil {
+			retry = time.After(backoff)
+		}
+		loaded := time.Now()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-watch:
+		case <-m.nudge:
+			// Lookups of unknown peers nudge on every miss: re-read at most
+			// every nudgeGap.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Until(loaded.Add(nudgeGap))):
+			}
+		case <-retry:
+		case <-time.After(rackRefresh):
+		}
+	}
+}
+
+// Refresh re-reads the agents now.
+func (m *RackMap) Refresh() error {
+	_, err := m.load()
+	return err
+}
+
+func (m *RackMap) load() (<-chan zk.Event, error) {
+	p := m.conn.Paths()
+	names, _, watch, err := m.conn.ZK().ChildrenW(p.Agents())
+	if errors.Is(err, zk.ErrNoNode) {
+		if err := m.conn.EnsurePath(p.Agents()); err != nil {
+			return nil, err
+		}
+		names, _, watch, err = m.conn.ZK().ChildrenW(p.Agents())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", p.Agents(), err)
+	}
+	byAddr := map[netip.AddrPort]znodes.Agent{}
+	byIP := map[netip.Addr][]znodes.Agent{}
+	byMachine := map[string]znodes.Agent{}
+	for _, n := range names {
+		var a znodes.Agent
+		if _, err := m.conn.GetJSON(p.Agent(n), &a); err != nil {
+			if errors.Is(err, zk.ErrNoNode) {
+				continue
+			}
+			return nil, err
+		}
+		if a.Machine == "" {
+			a.Machine = n
+		}
+		byMachine[a.Machine] = a
+		if ap, err := netip.ParseAddrPort(a.PeerAddr); err == nil {
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			byAddr[ap] = a
+			byIP[ap.Addr()] = append(byIP[ap.Addr()], a)
+		}
+	}
+	m.mu.Lock()
+	m.byAddr, m.byIP, m.byMachine = byAddr, byIP, byMachine
+	m.mu.Unlock()
+	m.loadOnce.Do(func() { close(m.loaded) })
+	return watch, nil
+}
+
+// Lookup finds the agent at addr: by exact ip:port, else by IP when only
+// one agent has it (incoming connections come from ephemeral ports).
+func (m *RackMap) Lookup(addr netip.AddrPort) (znodes.Agent, bool) {
+	if m == nil {
+		return znodes.Agent{}, false
+	}
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if a, ok := m.byAddr[addr]; ok {
+		return a, true
+	}
+	if as := m.byIP[addr.Addr()]; len(as) == 1 {
+		return as[0], true
+	}
+	return znodes.Agent{}, false
+}
+
+// LookupExact finds the agent registered with exactly addr (ip:port): how
+// the tracker identifies announcers, since several clients may share an IP.
+func (m *RackMap) LookupExact(addr netip.AddrPort) (znodes.Agent, bool) {
+	if m == nil {
+		return znodes.Agent{}, false
+	}
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	a, ok := m.byAddr[addr]
+	return a, ok
+}
+
+// Machine returns the agent registered as name.
+func (m *RackMap) Machine(name string) (znodes.Agent, bool) {
+	if m == nil {
+		return znodes.Agent{}, false
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	a, ok := m.byMachine[name]
+	return a, ok
+}
