@@ -86,7 +86,7 @@ func commands() []*cli.Command {
 	var cmds []*cli.Command
 	cmds = append(cmds, specCommands()...)
 	cmds = append(cmds, statusCommands()...)
-	cmds = append(cmds, coordinatorCommand())
+	cmds = append(cmds, blobCommand(), originCommand(), coordinatorCommand())
 	cmds = append(cmds, extraCommands()...)
 	cmds = append(cmds, completionCommand())
 	return cmds
@@ -148,7 +148,7 @@ func printJSON(w io.Writer, v any) error {
 func needArgs(c *cli.Context, min, max int, what string) error {
 	n := c.NArg()
 	if n < min || (max >= 0 && n > max) {
-		return usageError{msg: fmt.Sprintf("%s: expected %s (see dcroll %s --help)", c.Command.FullName(), what, c.Command.FullName())}
+		return usageError{msg: fmt.Sprintf("%s: expected %s (see %s --help)", c.Command.HelpName, what, c.Command.HelpName)}
 	}
 	return nil
 }

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"dcroll/distrib"
+	"dcroll/znodes"
+)
+
+var storeFlag = &cli.StringFlag{Name: "store", Value: "/var/lib/dcroll/origin", EnvVars: []string{"DCROLL_STORE"}, Usage: "the origin's content-addressed store `DIR` (shared by blob publish and origin)"}
+
+func blobCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "blob",
+		Usage: "publish release blobs and inspect them",
+		Description: `Blobs are content-addressed: a blob's id is sha256:<hex> of its bytes. On the
+build machine, 'dcroll blob publish' imports files into the origin's store
+(--store, a hard link when on the same filesystem) and records /dc/blobs/<hex>
+(size, BitTorrent metainfo, web seed URL). 'dcroll origin', running on the
+same machine with the same --store, seeds every published blob it holds.
+
+From built files to a pushed spec:
+   dcroll blob publish --origin http://build1:7070 out/db.tar.gz   # prints sha256:… to put in the spec
+   dcroll push nightly.yaml`,
+		Subcommands: []*cli.Command{
+			{
+				Name:      "publish",
+				Usage:     "import files into the origin store and publish them; prints their ids",
+				ArgsUsage: "FILE...",
+				Flags: []cli.Flag{
+					storeFlag,
+					&cli.StringFlag{Name: "origin", EnvVars: []string{"DCROLL_ORIGIN"}, Required: true, Usage: "the origin's HTTP `URL` (web seed and tracker), as agents reach it"},
+					&cli.Int64Flag{Name: "piece-length", Usage: "BitTorrent piece length in bytes (default: 4 MiB, larger for huge blobs)"},
+					jsonFlag,
+				},
+				Action: func(c *cli.Context) error {
+					if err := needArgs(c, 1, -1, "one or more files"); err != nil {
+						return err
+					}
+					st, err := distrib.OpenStore(c.String("store"))
+					if err != nil {
+						return fmt.Errorf("open store: %w", err)
+					}
+					return withConn(c, func(conn *znodes.Conn) error {
+						blobs, err := distrib.Publish(c.Context, conn, st, c.Args().Slice(), distrib.PublishOptions{OriginURL: strings.TrimRight(c.String("origin"), "/"), PieceLength: c.Int64("piece-length")})
+						if err != nil {
+							return err
+						}
+						if c.Bool("json") {
+							return printJSON(c.App.Writer, blobs)
+						}
+						for i, b := range blobs {
+							fmt.Fprintf(c.App.Writer, "%s  %s  %s\n", b.ID, humanBytes(b.Size), c.Args().Get(i))
+						}
+						return nil
+					})
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "list published blobs",
+				Flags: []cli.Flag{jsonFlag},
+				Action: func(c *cli.Context) error {
+					return withConn(c, func(conn *znodes.Conn) error {
+						names, _, err := conn.ZK().Children(conn.Paths().Blobs())
+						if err != nil {
+							return fmt.Errorf("list blobs: %w", err)
+						}
+						sort.Strings(names)
+						blobs := []znodes.Blob{}
+						for _, n := range names {
+							b, err := distrib.LookupBlob(conn, distrib.IDOf(n))
+							if err != nil {
+								return err
+							}
+							b.Metainfo = nil
+							blobs = append(blobs, *b)
+						}
+						if c.Bool("json") {
+							return printJSON(c.App.Writer, blobs)
+						}
+						tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+						fmt.Fprintln(tw, "ID\tSIZE\tPIECE\tNAME\tPUBLISHED")
+						for _, b := range blobs {
+							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", b.ID, humanBytes(b.Size), humanBytes(b.PieceLength), b.Name, b.PublishedAt.Local().Format(time.DateTime))
+						}
+						return tw.Flush()
+					})
+				},
+			},
+			{
+				Name:      "torrent",
+				Usage:     "write a published blob's .torrent (for any BitTorrent client)",
+				ArgsUsage: "ID",
+				Flags:     []cli.Flag{&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` (default stdout)"}},
+				Action: func(c *cli.Context) error {
+					if err := needArgs(c, 1, 1, "one blob id"); err != nil {
+						return err
+					}
+					return withConn(c, func(conn *znodes.Conn) error {
+						var w io.Writer = c.App.Writer
+						if o := c.String("output"); o != "" {
+							f, err := os.Create(o)
+							if err != nil {
+								return err
+							}
+							defer f.Close()
+							w = f
+						}
+						return distrib.WriteTorrent(conn, c.Args().First(), w)
+					})
+				},
+			},
+			{
+				Name:      "fetch",
+				Usage:     "download blobs through the swarm into a store, verified, with a progress bar",
+				ArgsUsage: "ID...",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "data-dir", Value: "/var/lib/dcroll/agent", EnvVars: []string{"DCROLL_DATA_DIR"}, Usage: "store `DIR`"},
+					&cli.StringFlag{Name: "listen", Value: "0.0.0.0:0", Usage: "BitTorrent listen `ADDR`"},
+					&cli.StringFlag{Name: "machine", Usage: "name in /dc/progress (default hostname)"},
+				},
+				Action: func(c *cli.Context) error {
+					if err := needArgs(c, 1, -1, "one or more blob ids"); err != nil {
+						return err
+					}
+					machine := c.String("machine")
+					if machine == "" {
+						machine, _ = os.Hostname()
+					}
+					return withConn(c, func(conn *znodes.Conn) error {
+						node, err := distrib.NewNode(c.Context, distrib.NodeConfig{DataDir: c.String("data-dir"), ListenAddr: c.String("listen"), Conn: conn, Machine: machine, Logger: quietLogger(c)})
+						if err != nil {
+							return err
+						}
+						defer node.Close()
+						for _, id := range c.Args().Slice() {
+							p, err := node.Fetch(c.Context, id, func(bp znodes.BlobProgress) {
+								fmt.Fprintf(c.App.ErrWriter, "\r%s %s", shortBlob(bp.Blob), bar(bp.Bytes, bp.Total, bp.RateBps, bp.Peers, bp.Source))
+							})
+							fmt.Fprintln(c.App.ErrWriter)
+							if err != nil {
+								return err
+							}
+							fmt.Fprintln(c.App.Writer, p)
+						}
+						return nil
+					})
+				},
+			},
+		},
+	}
+}
+
+func originCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "origin",
+		Usage: "seed published blobs (BitTorrent + HTTP web seed) and run the rack-aware tracker",
+		Description: `Runs on the build machine, next to 'dcroll blob publish' (same --store).
+It seeds every blob of /dc/blobs present in its store over BitTorrent after
+verifying it, serves GET /blobs/<hex> (BEP 19 web seed, the fallback when the
+swarm stalls) and the tracker at /announce: peers of the same rack first, then
+a few of the same data center, with the racks read from /dc/agents.`,
+		Flags: []cli.Flag{
+			storeFlag,
+			&cli.StringFlag{Name: "listen", Value: "0.0.0.0:6881", EnvVars: []string{"DCROLL_ORIGIN_LISTEN"}, Usage: "BitTorrent `ADDR` (use the data-center IP: peers are told it)"},
+			&cli.StringFlag{Name: "http", Value: "0.0.0.0:7070", EnvVars: []string{"DCROLL_ORIGIN_HTTP"}, Usage: "web seed and tracker `ADDR`"},
+			&cli.BoolFlag{Name: "random-peers", Usage: "turn rack ordering off (for comparisons)"},
+			sessionTimeoutFlag,
+		},
+		Action: func(c *cli.Context) error {
+			st, err := distrib.OpenStore(c.String("store"))
+			if err != nil {
+				return fmt.Errorf("open store: %w", err)
+			}
+			conn, err := daemonConn(c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			o, err := distrib.NewOrigin(distrib.OriginConfig{Store: st, Conn: conn, ListenAddr: c.String("listen"), HTTPAddr: c.String("http"), Logger: logger(c), Ranking: distrib.Ranking{Random: c.Bool("random-peers")}})
+			if err != nil {
+				return err
+			}
+			logger(c).Info("origin serving", "http", o.URL(), "peer", o.PeerAddr(), "store", st.Dir())
+			return o.Run(c.Context)
+		},
+	}
+}
