@@ -86,7 +86,7 @@ func commands() []*cli.Command {
 	var cmds []*cli.Command
 	cmds = append(cmds, specCommands()...)
 	cmds = append(cmds, statusCommands()...)
-	cmds = append(cmds, blobCommand(), originCommand(), coordinatorCommand())
+	cmds = append(cmds, agentCommand(), blobCommand(), originCommand(), coordinatorCommand())
 	cmds = append(cmds, extraCommands()...)
 	cmds = append(cmds, completionCommand())
 	return cmds

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
+
+	"dcroll/agent"
+)
+
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "run the machine agent: run services, stage new versions, upgrade in turn",
+		Description: `One agent per machine. It registers the machine in /dc/agents and each of its
+services in /dc/current/<service>/<machine>, runs the HEAD version of every
+service, and when HEAD changes: fetches and verifies the new blobs through the
+swarm, mlocks data blobs, enters /dc/staging, and upgrades when the deploy
+queue reaches its service, it holds the service's turn and the quorum holds
+without it. A failed upgrade reverts this machine and halts the rollout.
+
+Services keep running when the agent exits or ZooKeeper is unreachable; a new
+agent adopts them. Configuration comes from --config (YAML, the fields of
+agent.Config), then environment variables, then flags.
+
+Example (two services on one machine, each on its own port):
+   dcroll agent --machine r1-m1 --rack r1 --dc par1 --service store --service web \
+       --data-dir /var/lib/dcroll/agent --env store:DCROLL_PORT=7001 --env web:DCROLL_PORT=8001`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", EnvVars: []string{"DCROLL_AGENT_CONFIG"}, Usage: "YAML config `FILE` (flags override it)"},
+			&cli.StringFlag{Name: "machine", EnvVars: []string{"DCROLL_MACHINE"}, Usage: "machine name (default hostname)"},
+			&cli.StringFlag{Name: "rack", EnvVars: []string{"DCROLL_RACK"}, Usage: "rack of this machine"},
+			&cli.StringFlag{Name: "dc", EnvVars: []string{"DCROLL_DC"}, Usage: "data center of this machine"},
+			&cli.StringSliceFlag{Name: "service", EnvVars: []string{"DCROLL_SERVICES"}, Usage: "a `SERVICE` this machine runs (repeat)"},
+			&cli.StringFlag{Name: "data-dir", EnvVars: []string{"DCROLL_DATA_DIR"}, Usage: "state, blobs, unpacked versions and logs `DIR`"},
+			&cli.StringFlag{Name: "peer-listen", EnvVars: []string{"DCROLL_PEER_LISTEN"}, Usage: "BitTorrent listen `ADDR` (the machine's data-center IP)"},
+			&cli.StringFlag{Name: "http", EnvVars: []string{"DCROLL_AGENT_HTTP"}, Usage: "serve /metrics and /status on `ADDR`"},
+			&cli.StringFlag{Name: "mlock-budget", EnvVars: []string{"DCROLL_MLOCK_BUDGET"}, Usage: "max bytes of data blobs kept mlocked, e.g. 8GiB (0: only RLIMIT_MEMLOCK applies)"},
+			&cli.StringSliceFlag{Name: "env", Usage: "`SERVICE:NAME=VALUE` for a service's environment (SERVICE * for all; repeat)"},
+			&cli.BoolFlag{Name: "stop-services-on-exit", Usage: "stop the services when the agent exits"},
+			sessionTimeoutFlag,
+		},
+		Action: func(c *cli.Context) error {
+			cfg, err := agentConfig(c)
+			if err != nil {
+				return err
+			}
+			return agent.Run(c.Context, cfg)
+		},
+	}
+}
+
+func agentConfig(c *cli.Context) (agent.Config, error) {
+	var cfg agent.Config
+	if f := c.String("config"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return cfg, fmt.Errorf("agent config: %w", err)
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, fmt.Errorf("agent config %s: %w", f, err)
+		}
+	}
+	set := func(name string, dst *string) {
+		if c.IsSet(name) || *dst == "" {
+			if v := c.String(name); v != "" {
+				*dst = v
+			}
+		}
+	}
+	set("machine", &cfg.Machine)
+	set("rack", &cfg.Rack)
+	set("dc", &cfg.DC)
+	set("data-dir", &cfg.DataDir)
+	set("peer-listen", &cfg.PeerListen)
+	set("http", &cfg.HTTPAddr)
+	if cfg.Machine == "" {
+		cfg.Machine, _ = os.Hostname()
+	}
+	if s := c.StringSlice("service"); len(s) > 0 {
+		cfg.Services = nil
+		for _, v := range s {
+			cfg.Services = append(cfg.Services, strings.Split(v, ",")...)
+		}
+	}
+	if cfg.ZK == "" || c.IsSet("zk") {
+		cfg.ZK = c.String("zk")
+	}
+	if cfg.Root == "" || c.IsSet("root") {
+		cfg.Root = c.String("root")
+	}
+	if cfg.SessionTimeout == 0 || c.IsSet("session-timeout") {
+		cfg.SessionTimeout = c.Duration("session-timeout")
+	}
+	if v := c.String("mlock-budget"); v != "" {
+		n, err := parseBytes(v)
+		if err != nil {
+			return cfg, fmt.Errorf("--mlock-budget: %w", err)
+		}
+		cfg.MlockBudget = n
+	}
+	for _, e := range c.StringSlice("env") {
+		svc, kv, ok := strings.Cut(e, ":")
+		if !ok || !strings.Contains(kv, "=") {
+			return cfg, usageError{msg: fmt.Sprintf("--env %q: want SERVICE:NAME=VALUE, e.g. web:DCROLL_PORT=8001", e)}
+		}
+		if cfg.Env == nil {
+			cfg.Env = map[string][]string{}
+		}
+		cfg.Env[svc] = append(cfg.Env[svc], kv)
+	}
+	if c.Bool("stop-services-on-exit") {
+		cfg.StopServicesOnExit = true
+	}
+	cfg.Logger = logger(c)
+	if cfg.DataDir == "" {
+		return cfg, usageError{msg: "agent: --data-dir is required (where state, blobs and versions live)"}
+	}
+	return cfg, nil
+}
+
+// parseBytes reads sizes like 512MiB, 8GiB, 1G or 1048576.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"B", 1}}
+	t := strings.TrimSpace(s)
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(t, u.suffix); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+			if err != nil || n < 0 {
+				return 0, fmt.Errorf("%q is not a size: write e.g. 8GiB or 512MiB", s)
+			}
+			return int64(n * float64(u.mult)), nil
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size: write e.g. 8GiB or 512MiB", s)
+	}
+	return n, nil
+}
