@@ -1,0 +1,357 @@
+// Command dcdemo runs a whole local data center on a real local ZooKeeper
+// and narrates a night's work: a seeder, 6 agents in 2 racks running two
+// services (web depends on store), publish and push v1, then v2 with a live
+// progress view, then a rollback. It ends by itself and prints what happened.
+//
+//	go run ./cmd/dcdemo -dcroll bin/dcroll -dir .demo      (make demo)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"dcroll/coordinator"
+	"dcroll/examples/examplebuild"
+	"dcroll/integration/zkserver"
+	"dcroll/znodes"
+)
+
+type demo struct {
+	bin, dir string
+	zk       string
+	procs    []*exec.Cmd
+	conn     *znodes.Conn
+	start    time.Time
+}
+
+func main() {
+	bin := flag.String("dcroll", "bin/dcroll", "the dcroll binary")
+	dir := flag.String("dir", ".demo", "working directory (wiped first)")
+	racks := flag.Int("racks", 2, "racks")
+	perRack := flag.Int("machines", 3, "machines per rack")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d := &demo{bin: *bin, dir: *dir, start: time.Now()}
+	err := d.run(ctx, *racks, *perRack)
+	d.shutdown()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dcdemo:", err)
+		os.Exit(1)
+	}
+}
+
+func (d *demo) say(format string, args ...any) {
+	fmt.Printf("[%6.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (d *demo) run(ctx context.Context, racks, perRack int) error {
+	bin, err := filepath.Abs(d.bin)
+	if err != nil {
+		return err
+	}
+	d.bin = bin
+	if err := os.RemoveAll(d.dir); err != nil {
+		return err
+	}
+	for _, sub := range []string{"zk", "build", "origin", "specs", "logs"} {
+		if err := os.MkdirAll(filepath.Join(d.dir, sub), 0o755); err != nil {
+			return err
+		}
+	}
+
+	d.say("starting a real ZooKeeper 3.8 (Debian package) on loopback")
+	srv, err := zkserver.Start(ctx, zkserver.Options{Dir: filepath.Join(d.dir, "zk"), MaxSessionTimeout: 60 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	d.zk = srv.Addr()
+	d.say("ZooKeeper serving at %s", d.zk)
+	d.conn, err = znodes.Dial(ctx, znodes.Options{Servers: d.zk, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		return err
+	}
+
+	d.say("building the example service: hello v1.0.0, v2.0.0")
+	build := filepath.Join(d.dir, "build")
+	v1, err := examplebuild.Build(ctx, build, "1.0.0", false)
+	if err != nil {
+		return err
+	}
+	v2, err := examplebuild.Build(ctx, build, "2.0.0", false)
+	if err != nil {
+		return err
+	}
+
+	originHTTP := freeAddr("127.0.0.1")
+	d.spawn("origin", "origin", "--store", filepath.Join(d.dir, "origin"), "--listen", "127.0.0.1:0", "--http", originHTTP)
+	dash := freeAddr("127.0.0.1")
+	d.spawn("coordinator", "coordinator", "--http", dash)
+	d.say("origin (seeder, web seed, rack-aware tracker) at http://%s; dashboard at http://%s/", originHTTP, dash)
+
+	out, err := d.dcroll(ctx, "blob", "publish", "--json", "--store", filepath.Join(d.dir, "origin"), "--origin", "http://"+originHTTP, v1, v2)
+	if err != nil {
+		return err
+	}
+	var blobs []znodes.Blob
+	if err := json.Unmarshal([]byte(out), &blobs); err != nil {
+		return fmt.Errorf("publish output: %w", err)
+	}
+	d.say("published %s (v1) and %s (v2)", blobs[0].ID[:19], blobs[1].ID[:19])
+	specs := map[string]string{}
+	for name, id := range map[string]string{"demo-v1": blobs[0].ID, "demo-v2": blobs[1].ID} {
+		b, err := os.ReadFile(filepath.Join("examples", "specs", name+".yaml"))
+		if err != nil {
+			return err
+		}
+		ph := "sha256:" + strings.Repeat("0", 63) + name[len(name)-1:]
+		p := filepath.Join(d.dir, "specs", name+".yaml")
+		if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(b), ph, id)), 0o644); err != nil {
+			return err
+		}
+		specs[name] = p
+	}
+
+	out, err = d.dcroll(ctx, "push", specs["demo-v1"])
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(out))
+
+	d.say("starting %d agents in %d racks, each running store and web", racks*perRack, racks)
+	port := 17000
+	var machines []string
+	for r := 1; r <= racks; r++ {
+		for m := 1; m <= perRack; m++ {
+			name := fmt.Sprintf("r%d-m%d", r, m)
+			machines = append(machines, name)
+			ip := fmt.Sprintf("127.0.%d.%d", r, m)
+			port += 2
+			d.spawn(name, "agent", "--machine", name, "--rack", fmt.Sprintf("rack%d", r), "--dc", "demo1",
+				"--service", "store", "--service", "web", "--data-dir", filepath.Join(d.dir, "agents", name),
+				"--peer-listen", ip+":0", "--session-timeout", "4s", "--stop-services-on-exit",
+				"--env", fmt.Sprintf("store:DCROLL_PORT=%d", port), "--env", fmt.Sprintf("web:DCROLL_PORT=%d", port+1))
+		}
+	}
+	if err := d.waitRollout(ctx, "v1", 3*time.Minute); err != nil {
+		return err
+	}
+	d.printStatus()
+
+	d.say("pushing v2: agents fetch it through the swarm, then upgrade store first, one machine at a time, then web")
+	out, err = d.dcroll(ctx, "push", specs["demo-v2"])
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(out))
+	steps, err := d.follow(ctx, "v2", 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	d.printStatus()
+
+	d.say("rolling back: HEAD moves back to v1; the v1 blobs are still on every machine, nothing is downloaded")
+	out, err = d.dcroll(ctx, "rollback")
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(out))
+	back, err := d.follow(ctx, "rollback", 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	d.printStatus()
+	out, _ = d.dcroll(ctx, "history")
+	fmt.Print(indent(out))
+	d.summary(append(steps, back...))
+	return nil
+}
+
+// step is one machine's observed upgrade of one service.
+type step struct {
+	machine, service, from, to string
+	down, up                   time.Time
+}
+
+// follow prints a compact progress line whenever the state changes and
+// records each machine's upgrade step, until the queue is done.
+func (d *demo) follow(ctx context.Context, label string, limit time.Duration) ([]step, error) {
+	deadline := time.Now().Add(limit)
+	open := map[string]*step{}
+	lastRunning := map[string]string{}
+	var done []step
+	last := ""
+	for {
+		st, err := coordinator.ReadStatus(d.conn)
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now()
+		var parts []string
+		for _, s := range st.Services {
+			var vs []string
+			for v, n := range s.Versions {
+				vs = append(vs, fmt.Sprintf("%s×%d", v, n))
+			}
+			sort.Strings(vs)
+			parts = append(parts, fmt.Sprintf("%s[%s healthy %d/%d down %d staged %d]", s.Service, strings.Join(vs, " "), s.Healthy, len(s.Machines), len(s.Down), s.Staged))
+			for _, m := range s.Machines {
+				key := s.Service + "/" + m.Machine
+				busy := m.State == znodes.StateUpgrading || m.State == znodes.StateReverting || !m.Healthy
+				if busy && open[key] == nil {
+					open[key] = &step{machine: m.Machine, service: s.Service, from: lastRunning[key], down: now}
+				}
+				if !busy {
+					lastRunning[key] = m.Version
+				}
+				if !busy && open[key] != nil && m.State == znodes.StateRunning {
+					stp := open[key]
+					stp.to, stp.up = m.Version, now
+					done = append(done, *stp)
+					delete(open, key)
+				}
+			}
+		}
+		var q []string
+		for _, e := range st.Queue {
+			q = append(q, e.Service+":"+e.State)
+		}
+		var dl []string
+		for _, p := range st.Progress {
+			for _, b := range p.Blobs {
+				if !b.Done && b.Total > 0 {
+					dl = append(dl, fmt.Sprintf("%s %d%%", p.Machine, b.Bytes*100/b.Total))
+				}
+			}
+		}
+		line := fmt.Sprintf("queue [%s] %s", strings.Join(q, " "), strings.Join(parts, " "))
+		if len(dl) > 0 {
+			line += " downloading: " + strings.Join(dl, ", ")
+		}
+		if line != last {
+			d.say("%s: %s", label, line)
+			last = line
+		}
+		if a := coordinator.Active(st.Queue); a == nil && len(open) == 0 {
+			return done, nil
+		} else if a != nil && a.State == znodes.DeployHalted {
+			return done, fmt.Errorf("rollout halted: %s on %s", a.Reason, a.Machine)
+		}
+		if now.After(deadline) {
+			return done, fmt.Errorf("%s did not finish within %s", label, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return done, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (d *demo) waitRollout(ctx context.Context, label string, limit time.Duration) error {
+	_, err := d.follow(ctx, label, limit)
+	return err
+}
+
+func (d *demo) summary(steps []step) {
+	fmt.Println()
+	d.say("summary: %d upgrade steps observed", len(steps))
+	var total time.Duration
+	for _, s := range steps {
+		dur := s.up.Sub(s.down)
+		total += dur
+		fmt.Printf("    %-6s %-6s %s -> %s  %5.2fs\n", s.service, s.machine, s.from, s.to, dur.Seconds())
+	}
+	if len(steps) > 0 {
+		d.say("mean time per upgrade step (machine down until healthy on the new version): %.2fs", total.Seconds()/float64(len(steps)))
+	}
+}
+
+func (d *demo) printStatus() {
+	out, err := d.dcroll(context.Background(), "status")
+	if err != nil {
+		fmt.Println("   status:", err)
+		return
+	}
+	fmt.Print(indent(out))
+}
+
+func (d *demo) dcroll(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, d.bin, append([]string{"--zk", d.zk}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = strings.TrimSpace(string(ee.Stderr))
+		}
+		return string(out), fmt.Errorf("dcroll %s: %v: %s", strings.Join(args, " "), err, msg)
+	}
+	return string(out), nil
+}
+
+// spawn starts a long-running dcroll daemon with its log in logs/<name>.log.
+func (d *demo) spawn(name string, args ...string) {
+	logf, err := os.Create(filepath.Join(d.dir, "logs", name+".log"))
+	if err != nil {
+		d.say("log %s: %v", name, err)
+		return
+	}
+	cmd := exec.Command(d.bin, append([]string{"--zk", d.zk}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		d.say("start %s: %v", name, err)
+		return
+	}
+	d.procs = append(d.procs, cmd)
+}
+
+func (d *demo) shutdown() {
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		_ = d.procs[i].Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range d.procs {
+		done := make(chan struct{})
+		go func() { _ = p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}
+	if d.conn != nil {
+		d.conn.Close()
+	}
+	d.say("demo data center stopped; logs are in %s/logs", d.dir)
+}
+
+func freeAddr(ip string) string {
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		return ip + ":0"
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("    " + l + "\n")
+	}
+	return b.String()
+}
