@@ -2,9 +2,11 @@ package znodes
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -22,7 +24,8 @@ const (
 	// Start nothing new that needs a lock or a quorum spend.
 	Suspended
 	// Lost: the session expired (learned from the server, or the local timer
-	// ran out while disconnected). Every ephemeral of it is gone: re-register.
+	// ran out while disconnected). Treat every ephemeral of it as gone and
+	// re-register; the next session is a new generation.
 	Lost
 	// Closed: Close was called.
 	Closed
@@ -42,8 +45,16 @@ func (s SessionState) String() string {
 	return fmt.Sprintf("SessionState(%d)", int(s))
 }
 
-// ErrUnreachable is returned by Dial when no session could be established in time.
-var ErrUnreachable = errors.New("zookeeper unreachable")
+var (
+	// ErrUnreachable is returned by Dial when no session could be established in time.
+	ErrUnreachable = errors.New("zookeeper unreachable")
+	// ErrSessionLost is returned by recipes when the session they worked in
+	// was lost (expired, or disconnected longer than the session timeout):
+	// every ephemeral node of it must be considered gone.
+	ErrSessionLost = errors.New("zookeeper session lost")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("zookeeper connection closed")
+)
 
 // Options configure Dial.
 type Options struct {
@@ -62,6 +73,10 @@ type Options struct {
 	ACL []zk.ACL
 	// Clock drives the local expiry timer (default real time).
 	Clock Clock
+
+	// onState, if set, sees every state change (tests: no transition is
+	// missed, unlike polling State). Called with the Conn's lock held.
+	onState func(st SessionState, gen uint64)
 }
 
 func (o *Options) defaults() {
@@ -85,23 +100,45 @@ func (o *Options) defaults() {
 	}
 }
 
+// session is one generation of a Conn's session.
+type session struct {
+	gen  uint64
+	id   int64
+	lost <-chan struct{}
+}
+
 // Conn is a ZooKeeper connection that tracks its session honestly: it uses
 // the event callback (the library's event channel drops events), tells a
 // suspended connection from a lost session, and declares the session lost
 // locally when a disconnection outlasts the negotiated session timeout.
+//
+// A session declared lost locally can still be alive on the server (a quorum
+// outage longer than the timeout: the new ZooKeeper leader renews sessions).
+// The client then reconnects with the same session id; the Conn starts a new
+// generation anyway, and the recipes hand the nodes they abandoned in the old
+// generation to the Conn, which deletes them once reconnected (see reap.go).
 type Conn struct {
 	zk    *zk.Conn
 	paths Paths
 	opts  Options
 	log   *slog.Logger
 
-	mu        sync.Mutex
-	state     SessionState
-	sessionID int64
-	gen       uint64        // bumped on every new session
-	lost      chan struct{} // closed when the session of gen is lost
-	changed   chan struct{} // closed and replaced on every state change
-	timer     Timer         // local expiry timer while suspended
+	mu         sync.Mutex
+	state      SessionState
+	sessionID  int64
+	gen        uint64        // bumped on every new session
+	lost       chan struct{} // closed when the session of gen is lost
+	changed    chan struct{} // closed and replaced on every state change
+	timer      Timer         // local expiry timer while suspended
+	negotiated time.Duration // session timeout granted by the server (0 until known)
+	handshake  struct {      // values of the last connect response, see sniffConn
+		timeout time.Duration
+		id      int64
+	}
+	orphans []orphan      // abandoned ephemerals to delete, see reap.go
+	kick    chan struct{} // wakes the reaper
+	done    chan struct{} // closed by Close
+	wg      sync.WaitGroup
 }
 
 // Dial connects and waits for a session. It fails within ConnectTimeout with
@@ -116,9 +153,12 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 		state:   Suspended,
 		lost:    make(chan struct{}),
 		changed: make(chan struct{}),
+		kick:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
 	}
 	conn, _, err := zk.Connect(servers, opts.SessionTimeout,
 		zk.WithEventCallback(c.onEvent),
+		zk.WithDialer(c.dial),
 		zk.WithLogger(zkLogger{c.log}),
 		zk.WithMaxBufferSize(1<<20),
 		zk.WithMaxConnBufferSize(1<<20),
@@ -126,19 +166,65 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, opts.Servers, err)
 	}
-	c.mu.Lock()
 	c.zk = conn
-	if c.state == Connected && c.sessionID == 0 {
-		c.sessionID = conn.SessionID()
-	}
-	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
+	wctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
 	defer cancel()
-	if err := c.WaitConnected(ctx); err != nil {
-		conn.Close()
+	if err := c.WaitConnected(wctx); err != nil {
+		c.markClosed()
+		// zk.Conn.Close can wait a second for the answer to its close
+		// request when there never was a connection (its reconnect loop may
+		// flush the request queue just before the request lands in it).
+		// Dial must fail within ConnectTimeout, so that bounded wait
+		// finishes in the background; no session exists to clean up.
+		go conn.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to zookeeper at %s: %w", opts.Servers, ctx.Err())
+		}
 		return nil, fmt.Errorf("%w at %s: no session within %s (is it running? start one with `make zk`, or point --zk / DCROLL_ZK at your ensemble)", ErrUnreachable, opts.Servers, opts.ConnectTimeout)
 	}
+	c.wg.Add(1)
+	go c.reap()
 	return c, nil
+}
+
+// dial opens a TCP connection that reports the connect response to the Conn.
+func (c *Conn) dial(network, address string, timeout time.Duration) (net.Conn, error) {
+	nc, err := net.DialTimeout(network, address, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &sniffConn{Conn: nc, done: c.onHandshake}, nil
+}
+
+// sniffConn reads the connect response that opens every connection to learn
+// the negotiated session timeout and the session id: zk.Conn keeps both
+// unexported. The response starts with int32 length, int32 protocol version,
+// int32 timeout (ms), int64 session id (0 when the session expired).
+type sniffConn struct {
+	net.Conn
+	hdr  [20]byte
+	n    int
+	done func(timeoutMs int32, id int64)
+}
+
+func (s *sniffConn) Read(b []byte) (int, error) {
+	n, err := s.Conn.Read(b)
+	if s.n < len(s.hdr) && n > 0 {
+		s.n += copy(s.hdr[s.n:], b[:n])
+		if s.n == len(s.hdr) {
+			s.done(int32(binary.BigEndian.Uint32(s.hdr[8:12])), int64(binary.BigEndian.Uint64(s.hdr[12:20])))
+		}
+	}
+	return n, err
+}
+
+// onHandshake runs on the library's connection goroutine right before it
+// reports StateHasSession (or StateExpired) for the same response.
+func (c *Conn) onHandshake(timeoutMs int32, id int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.handshake.timeout = time.Duration(timeoutMs) * time.Millisecond
+	c.handshake.id = id
 }
 
 func (c *Conn) onEvent(ev zk.Event) {
@@ -152,40 +238,41 @@ func (c *Conn) onEvent(ev zk.Event) {
 	}
 	switch ev.State {
 	case zk.StateHasSession:
-		id := int64(0)
-		if c.zk != nil {
-			id = c.zk.SessionID()
-		}
+		id := c.handshake.id
 		if c.state == Lost || (c.sessionID != 0 && id != c.sessionID) {
 			c.newGenLocked()
 		}
-		if c.sessionID != id {
-			c.log.Info("zookeeper session established", "session", fmt.Sprintf("0x%x", id))
+		if c.sessionID != id || c.handshake.timeout != c.negotiated {
+			c.log.Info("zookeeper session established", "session", fmt.Sprintf("0x%x", id),
+				"gen", c.gen, "timeout", c.handshake.timeout)
 		}
 		c.sessionID = id
+		if c.handshake.timeout > 0 {
+			c.negotiated = c.handshake.timeout
+		}
 		c.stopTimerLocked()
 		c.setLocked(Connected)
 	case zk.StateExpired:
-		c.log.Warn("zookeeper session expired", "session", fmt.Sprintf("0x%x", c.sessionID))
+		c.log.Warn("zookeeper session expired", "session", fmt.Sprintf("0x%x", c.sessionID), "gen", c.gen)
 		c.loseLocked()
 	case zk.StateDisconnected:
 		if c.state == Connected {
-			c.log.Warn("zookeeper disconnected; session suspended")
-			c.setLocked(Suspended)
+			c.log.Warn("zookeeper disconnected; session suspended", "session", fmt.Sprintf("0x%x", c.sessionID))
 			c.startTimerLocked()
+			c.setLocked(Suspended)
 		}
 	}
 }
 
 func (c *Conn) startTimerLocked() {
 	c.stopTimerLocked()
-	timeout := c.SessionTimeout()
+	timeout := c.sessionTimeoutLocked()
 	gen := c.gen
 	c.timer = c.opts.Clock.AfterFunc(timeout, func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.gen == gen && c.state == Suspended {
-			c.log.Warn("disconnected longer than the session timeout; treating session as lost", "timeout", timeout)
+			c.log.Warn("disconnected longer than the session timeout; treating session as lost", "timeout", timeout, "gen", gen)
 			c.loseLocked()
 		}
 	})
@@ -203,24 +290,31 @@ func (c *Conn) loseLocked() {
 		return
 	}
 	c.stopTimerLocked()
-	close(c.lost)
+	closeOnce(c.lost)
 	c.setLocked(Lost)
 }
 
 func (c *Conn) newGenLocked() {
 	c.gen++
-	select {
-	case <-c.lost:
-	default:
-		close(c.lost)
-	}
+	closeOnce(c.lost)
 	c.lost = make(chan struct{})
 }
 
 func (c *Conn) setLocked(s SessionState) {
 	c.state = s
+	if c.opts.onState != nil {
+		c.opts.onState(s, c.gen)
+	}
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+func closeOnce(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
 }
 
 // State returns the session state, a generation number that changes with
@@ -241,42 +335,126 @@ func (c *Conn) Changed() <-chan struct{} {
 // Session returns the current session generation and its lost channel, or
 // an error when there is no live session.
 func (c *Conn) Session() (uint64, <-chan struct{}, error) {
-	st, gen, lost := c.State()
-	if st != Connected {
-		return 0, nil, fmt.Errorf("zookeeper session %s", st)
+	s, err := c.session()
+	if err != nil {
+		return 0, nil, err
 	}
-	return gen, lost, nil
+	return s.gen, s.lost, nil
+}
+
+// session returns the live session, or an error saying why there is none.
+func (c *Conn) session() (session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case Connected:
+		return session{gen: c.gen, id: c.sessionID, lost: c.lost}, nil
+	case Closed:
+		return session{}, ErrClosed
+	}
+	return session{}, fmt.Errorf("zookeeper session %s", c.state)
 }
 
 // WaitConnected blocks until the session is Connected or ctx ends.
 func (c *Conn) WaitConnected(ctx context.Context) error {
+	_, err := c.waitSession(ctx)
+	return err
+}
+
+// waitSession waits for a live session and returns it.
+func (c *Conn) waitSession(ctx context.Context) (session, error) {
 	for {
 		c.mu.Lock()
 		st, ch := c.state, c.changed
+		s := session{gen: c.gen, id: c.sessionID, lost: c.lost}
 		c.mu.Unlock()
 		switch st {
 		case Connected:
-			return nil
+			return s, nil
 		case Closed:
-			return errors.New("zookeeper connection closed")
+			return session{}, ErrClosed
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			return session{}, ctx.Err()
+		}
+	}
+}
+
+// retryDelay paces retries after a connection error: the library reports the
+// disconnection before failing requests, so waiting for Connected is what
+// matters; the delay only keeps a flapping connection from spinning.
+const retryDelay = 20 * time.Millisecond
+
+// awaitSession waits after a connection error until s is connected again. It
+// returns ErrSessionLost when s is lost meanwhile, ErrClosed after Close and
+// ctx.Err() when ctx ends. Without a deadline in ctx, the wait lasts at most
+// as long as the session: the local expiry timer bounds it.
+func (c *Conn) awaitSession(ctx context.Context, s session) error {
+	ctxDone := ctx.Done()
+	t := time.NewTimer(retryDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.lost:
+	case <-ctxDone:
+		return ctx.Err()
+	}
+	for {
+		c.mu.Lock()
+		st, gen, ch := c.state, c.gen, c.changed
+		c.mu.Unlock()
+		select {
+		case <-s.lost:
+			if st == Closed {
+				return ErrClosed
+			}
+			return ErrSessionLost
+		default:
+		}
+		if st == Connected && gen == s.gen {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-s.lost:
+		case <-ctxDone:
 			return ctx.Err()
 		}
 	}
 }
 
-// SessionTimeout is the negotiated session timeout (the requested one until known).
+// isConnErr reports errors after which a request's outcome is unknown or the
+// request never reached a server: retry once reconnected.
+func isConnErr(err error) bool {
+	var ne net.Error
+	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrNoServer) ||
+		errors.Is(err, zk.ErrSessionExpired) || errors.Is(err, zk.ErrSessionMoved) ||
+		errors.Is(err, zk.ErrClosing) || errors.As(err, &ne)
+}
+
+// SessionTimeout is the session timeout the server granted, read from its
+// connect response; the requested value until the first session.
 func (c *Conn) SessionTimeout() time.Duration {
-	// zk.Conn does not export the negotiated value; the server clamps to
-	// [2,20]x tickTime, so the request is the best local estimate.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sessionTimeoutLocked()
+}
+
+func (c *Conn) sessionTimeoutLocked() time.Duration {
+	if c.negotiated > 0 {
+		return c.negotiated
+	}
 	return c.opts.SessionTimeout
 }
 
-// SessionID is the current session id (0 before the first session).
-func (c *Conn) SessionID() int64 { return c.zk.SessionID() }
+// SessionID is the id of the current (or last) session, 0 before the first.
+func (c *Conn) SessionID() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sessionID
+}
 
 // ZK exposes the underlying connection for operations without a helper here.
 func (c *Conn) ZK() *zk.Conn { return c.zk }
@@ -287,22 +465,28 @@ func (c *Conn) Paths() Paths { return c.paths }
 // Logger returns the connection's logger.
 func (c *Conn) Logger() *slog.Logger { return c.log }
 
-// Close ends the session; its ephemerals disappear at once.
+// Close ends the session; its ephemerals disappear at once. It waits for the
+// Conn's own goroutine.
 func (c *Conn) Close() {
-	c.mu.Lock()
-	if c.state == Closed {
-		c.mu.Unlock()
+	if !c.markClosed() {
 		return
 	}
-	c.stopTimerLocked()
-	select {
-	case <-c.lost:
-	default:
-		close(c.lost)
-	}
-	c.setLocked(Closed)
-	c.mu.Unlock()
 	c.zk.Close()
+	c.wg.Wait()
+}
+
+// markClosed moves to Closed, once; it reports whether it did.
+func (c *Conn) markClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == Closed {
+		return false
+	}
+	c.stopTimerLocked()
+	closeOnce(c.lost)
+	c.setLocked(Closed)
+	close(c.done)
+	return true
 }
 
 type zkLogger struct{ l *slog.Logger }

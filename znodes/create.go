@@ -1,9 +1,13 @@
 package znodes
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 
 	"github.com/go-zookeeper/zk"
 )
@@ -22,15 +26,72 @@ func (c *Conn) Create(p string, data []byte, flags int32) (string, error) {
 	return got, nil
 }
 
-// CreateProtected creates a protected ephemeral sequential node (GUID prefix,
-// found again after a lost create response, so a retry never duplicates it).
+// CreateProtected creates a protected ephemeral sequential node: its name is
+// "_c_<guid>-" + the last element of prefix + 10 digits, the same form as
+// zk.CreateProtectedEphemeralSequential. When the create fails with a
+// connection error (it may have been applied), it waits for the session to
+// reconnect and looks for its GUID among the children before trying again,
+// so a lost response never leaves a duplicate. A missing parent directory is
+// created. It needs a live session, and returns an error wrapping
+// ErrSessionLost when that session is lost meanwhile (a node it may have
+// created is then handed to the reaper, see reap.go).
 func (c *Conn) CreateProtected(prefix string, data []byte) (string, error) {
-	got, err := c.zk.CreateProtectedEphemeralSequential(prefix, data, c.ACLFor(prefix))
+	s, err := c.session()
 	if err != nil {
 		return "", fmt.Errorf("create %s: %w", prefix, err)
 	}
-	return got, nil
+	return c.createProtected(s, prefix, data)
 }
+
+func (c *Conn) createProtected(s session, prefix string, data []byte) (string, error) {
+	var g [16]byte
+	if _, err := rand.Read(g[:]); err != nil {
+		return "", fmt.Errorf("create %s: guid: %w", prefix, err)
+	}
+	guid := hex.EncodeToString(g[:])
+	dir, base := path.Split(prefix)
+	dir = path.Clean(dir)
+	protected := path.Join(dir, protectedPrefix+guid+"-"+base)
+	ensured := false
+	for {
+		got, err := c.zk.Create(protected, data, zk.FlagEphemeral|zk.FlagSequence, c.ACLFor(prefix))
+		if errors.Is(err, zk.ErrNoNode) && !ensured {
+			ensured = true
+			if err = c.EnsurePath(dir); err == nil {
+				continue
+			}
+		}
+		if err == nil {
+			return got, nil
+		}
+		if !isConnErr(err) {
+			return "", fmt.Errorf("create %s: %w", prefix, err)
+		}
+		// Unknown outcome: find the node once reconnected to the same session.
+		for {
+			if err := c.awaitSession(context.Background(), s); err != nil {
+				c.deleteLater(orphan{session: s.id, path: dir, guid: guid})
+				return "", fmt.Errorf("create %s: %w", prefix, err)
+			}
+			children, _, err := c.zk.Children(dir)
+			if err == nil {
+				for _, name := range children {
+					if strings.HasPrefix(name, protectedPrefix+guid+"-") {
+						return path.Join(dir, name), nil
+					}
+				}
+				break // not created: try again
+			}
+			if !isConnErr(err) {
+				c.deleteLater(orphan{session: s.id, path: dir, guid: guid})
+				return "", fmt.Errorf("create %s: list %s: %w", prefix, dir, err)
+			}
+		}
+	}
+}
+
+// protectedPrefix starts the name of a protected node (as in zk and Curator).
+const protectedPrefix = "_c_"
 
 // CreateOp is a create for use inside Multi.
 func (c *Conn) CreateOp(p string, data []byte, flags int32) *zk.CreateRequest {
@@ -108,4 +169,56 @@ func opPath(op any) string {
 		return "check " + o.Path
 	}
 	return fmt.Sprintf("%T", op)
+}
+
+// WaitDeleted blocks until the node at p does not exist. It watches p only
+// and re-checks on every event but deletion; a suspension does not end the
+// wait (the watch is restored on reconnect). It returns ErrSessionLost when
+// the current session is lost first, and ctx.Err() when ctx ends.
+func (c *Conn) WaitDeleted(ctx context.Context, p string) error {
+	s, err := c.waitSession(ctx)
+	if err != nil {
+		return fmt.Errorf("wait for %s to go: %w", p, err)
+	}
+	return c.waitDeleted(ctx, s, p, nil)
+}
+
+// waitDeleted waits, within session s, until p is gone; onWatch, if set, is
+// called before each watch is set. It watches with GetW, not ExistsW: on a
+// missing node ExistsW would leave a creation watch behind on the server
+// (Curator's lock recipe does the same).
+func (c *Conn) waitDeleted(ctx context.Context, s session, p string, onWatch func(string)) error {
+	for {
+		select {
+		case <-s.lost:
+			return fmt.Errorf("wait for %s to go: %w", p, ErrSessionLost)
+		default:
+		}
+		if onWatch != nil {
+			onWatch(p)
+		}
+		_, _, ch, err := c.zk.GetW(p)
+		switch {
+		case errors.Is(err, zk.ErrNoNode):
+			return nil
+		case err != nil && !isConnErr(err):
+			return fmt.Errorf("watch %s: %w", p, err)
+		case err != nil:
+			if err := c.awaitSession(ctx, s); err != nil {
+				return fmt.Errorf("wait for %s to go: %w", p, err)
+			}
+			continue
+		}
+		select {
+		case ev := <-ch:
+			if ev.Type == zk.EventNodeDeleted {
+				return nil
+			}
+			// Data changed, or the watch ended: look again.
+		case <-s.lost:
+			return fmt.Errorf("wait for %s to go: %w", p, ErrSessionLost)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

@@ -24,4 +24,23 @@
 // Paths are built only by the methods of Paths; payloads are the structs in
 // payloads.go; every create goes through Create (create.go) so per-path ACLs
 // can be applied in one place.
+//
+// # Sessions and recipes
+//
+// Conn (conn.go) turns the library's session events into Connected,
+// Suspended (disconnected: the session may live; start nothing new), Lost
+// (expired, or disconnected longer than the negotiated session timeout) and
+// Closed, with a generation number per session and a lost channel per
+// generation. Every recipe works inside one generation and starts over in
+// the next:
+//
+//	Registration (registration.go)  Run(ctx): an ephemeral node kept alive across sessions
+//	TurnLock (lock.go)              Acquire(ctx) -> HeldTurn: herd-free queue, CheckOp fences writes
+//	Election (election.go)          Run(ctx, lead): lead(leaderCtx) while leader, cancelled on suspension
+//	Update, SetOp, CheckOp (txn.go) versioned read-modify-write and Multi ops
+//
+// Waits watch one node each (WaitDeleted: a GetW on the predecessor, never
+// on the whole directory). Nodes a recipe abandons while disconnected are
+// deleted by the Conn once it is reconnected, in case the session survived
+// (reap.go).
 package znodes
