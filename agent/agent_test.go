@@ -1,0 +1,370 @@
+package agent_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"dcroll/agent"
+	"dcroll/coordinator"
+	"dcroll/examples/examplebuild"
+	"dcroll/integration/zktest"
+	"dcroll/spec"
+	"dcroll/znodes"
+)
+
+// harness runs agents in this process against a real ZooKeeper, with blobs
+// served from a directory (agent.DirFetcher) and the example service hello.
+type harness struct {
+	t     *testing.T
+	zk    string
+	conn  *znodes.Conn
+	blobs string            // dir of blobs by hex
+	ids   map[string]string // "v1", "v2", "v3" -> blob id
+	dirs  map[string]string // machine -> data dir
+	ports map[string]int
+
+	mu     sync.Mutex
+	cancel map[string]context.CancelFunc
+	done   map[string]chan error
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	srv := zktest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := znodes.Dial(ctx, znodes.Options{Servers: srv.Addr(), SessionTimeout: 2 * time.Second, Logger: testLogger(t, "test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	if err := conn.EnsureSkeleton(); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, zk: srv.Addr(), conn: conn, blobs: t.TempDir(), ids: map[string]string{},
+		dirs: map[string]string{}, ports: map[string]int{}, cancel: map[string]context.CancelFunc{}, done: map[string]chan error{}}
+	for _, v := range []struct {
+		name    string
+		version string
+		broken  bool
+	}{{"v1", "1.0.0", false}, {"v2", "2.0.0", false}, {"v3", "3.0.0-broken", true}} {
+		h.ids[v.name] = h.publish(examplebuild.ForTest(t, v.version, v.broken))
+	}
+	return h
+}
+
+func testLogger(t *testing.T, name string) *slog.Logger {
+	if os.Getenv("DCROLL_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("who", name)
+}
+
+// publish copies file into the blob dir and records it in /dc/blobs so
+// that coordinator.Push accepts specs naming it.
+func (h *harness) publish(file string) string {
+	h.t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer f.Close()
+	sum := sha256.New()
+	n, err := io.Copy(sum, f)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	hx := hex.EncodeToString(sum.Sum(nil))
+	b, err := os.ReadFile(file)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.blobs, hx), b, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	id := "sha256:" + hx
+	_, err = h.conn.Create(h.conn.Paths().Blob(hx), znodes.MustEncode(&znodes.Blob{ID: id, Size: n, PublishedAt: time.Now()}), 0)
+	if err != nil && !strings.Contains(err.Error(), "exists") {
+		h.t.Fatal(err)
+	}
+	return id
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// start runs an agent for machine (rack) with service web until stop.
+func (h *harness) start(machine, rack string) {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.dirs[machine] == "" {
+		h.dirs[machine] = h.t.TempDir()
+		h.ports[machine] = freePort(h.t)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	h.cancel[machine], h.done[machine] = cancel, done
+	cfg := agent.Config{
+		Machine: machine, Rack: rack, DC: "dc1", Services: []string{"web"}, DataDir: h.dirs[machine],
+		ZK: h.zk, SessionTimeout: 2 * time.Second, PollInterval: time.Second, HealthInterval: 100 * time.Millisecond,
+		StopGrace: 2 * time.Second, StopServicesOnExit: true, MlockBudget: -1,
+		Env:     map[string][]string{"web": {fmt.Sprintf("DCROLL_PORT=%d", h.ports[machine])}},
+		Fetcher: agent.DirFetcher{Dir: h.blobs}, Logger: testLogger(h.t, machine),
+	}
+	go func() { done <- agent.Run(ctx, cfg) }()
+	h.t.Cleanup(func() { h.stop(machine) })
+}
+
+// stop ends an agent (its service is stopped too: StopServicesOnExit).
+func (h *harness) stop(machine string) {
+	h.mu.Lock()
+	cancel, done := h.cancel[machine], h.done[machine]
+	delete(h.cancel, machine)
+	h.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			h.t.Errorf("agent %s: %v", machine, err)
+		}
+	case <-time.After(30 * time.Second):
+		h.t.Errorf("agent %s did not stop", machine)
+	}
+}
+
+func (h *harness) spec(name, v string, settings map[string]string) *spec.Spec {
+	versions := map[string]string{"v1": "1.0.0", "v2": "2.0.0", "v3": "3.0.0-broken"}
+	sp := &spec.Spec{Name: name, Services: map[string]*spec.Service{
+		"web": {
+			Version: versions[v], Artifact: h.ids[v], Run: []string{"./hello"},
+			Health: &spec.Health{HTTP: "http://127.0.0.1:${DCROLL_PORT}/healthz",
+				Timeout: spec.Duration{Duration: time.Second}, MinHealthy: spec.Duration{Duration: 300 * time.Millisecond},
+				Deadline: spec.Duration{Duration: 5 * time.Second}},
+			Quorum: spec.Quorum{Count: 2}, MaxParallel: 1, Settings: settings,
+		},
+	}}
+	sp.ApplyDefaults()
+	return sp
+}
+
+func (h *harness) push(sp *spec.Spec, supersede bool) *coordinator.PushResult {
+	h.t.Helper()
+	res, err := coordinator.Push(context.Background(), h.conn, sp, coordinator.PushOptions{By: "test", Supersede: supersede})
+	if err != nil {
+		h.t.Fatalf("push %s: %v", sp.Name, err)
+	}
+	return res
+}
+
+func (h *harness) current() []znodes.Current {
+	h.t.Helper()
+	p := h.conn.Paths()
+	names, _, err := h.conn.ZK().Children(p.Current("web"))
+	if err != nil && err != zk.ErrNoNode {
+		h.t.Fatal(err)
+	}
+	var out []znodes.Current
+	for _, n := range names {
+		var c znodes.Current
+		if _, err := h.conn.GetJSON(p.CurrentMachine("web", n), &c); err == nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (h *harness) queue() []coordinator.QueueEntry {
+	h.t.Helper()
+	q, err := coordinator.ReadQueue(h.conn)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return q
+}
+
+// waitAll waits until n machines run version from specID, healthy, and
+// the queue is done.
+func (h *harness) waitAll(n int, version, specID string) {
+	h.t.Helper()
+	zktest.WaitFor(h.t, 60*time.Second, fmt.Sprintf("%d machines on %s", n, version), func() (bool, error) {
+		cs := h.current()
+		if len(cs) != n {
+			return false, fmt.Errorf("%d machines registered", len(cs))
+		}
+		for _, c := range cs {
+			if c.Version != version || c.SpecID != specID || !c.Healthy || c.State != znodes.StateRunning {
+				return false, fmt.Errorf("%s: %s %s %s healthy=%v", c.Machine, c.Version, spec.ShortID(c.SpecID), c.State, c.Healthy)
+			}
+		}
+		for _, e := range h.queue() {
+			if e.State != znodes.DeployDone {
+				return false, fmt.Errorf("entry %s %s", e.Service, e.State)
+			}
+		}
+		return true, nil
+	})
+}
+
+type helloStatus struct {
+	Version  string            `json:"version"`
+	Settings map[string]string `json:"settings"`
+	Reloads  int               `json:"reloads"`
+	PID      int               `json:"pid"`
+}
+
+func (h *harness) hello(machine string) (helloStatus, error) {
+	var st helloStatus
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", h.ports[machine]))
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st, err
+}
+
+// downWatcher records the largest number of down markers seen at once.
+func (h *harness) downWatcher(ctx context.Context) func() int {
+	var mu sync.Mutex
+	maxDown := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			names, _, ch, err := h.conn.ZK().ChildrenW(h.conn.Paths().Down("web"))
+			if err == nil {
+				mu.Lock()
+				maxDown = max(maxDown, len(names))
+				mu.Unlock()
+				select {
+				case <-ch:
+				case <-ctx.Done():
+				}
+				continue
+			}
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return func() int {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return maxDown
+	}
+}
+
+// TestAgentRollout runs three in-process agents through a whole life:
+// first start, upgrade under quorum, a broken version that halts after one
+// machine and reverts, a rollback, and a settings-only push.
+func TestAgentRollout(t *testing.T) {
+	h := newHarness(t)
+	machines := map[string]string{"m1": "r1", "m2": "r1", "m3": "r2"}
+	for m, r := range machines {
+		h.start(m, r)
+	}
+
+	v1 := h.push(h.spec("v1", "v1", map[string]string{"greeting": "hello"}), false)
+	h.waitAll(3, "1.0.0", v1.SpecID)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	maxDown := h.downWatcher(ctx)
+	v2 := h.push(h.spec("v2", "v2", map[string]string{"greeting": "hello"}), false)
+	h.waitAll(3, "2.0.0", v2.SpecID)
+	cancel()
+	if got := maxDown(); got != 1 {
+		t.Errorf("max machines down at once = %d, want 1 (max_parallel 1)", got)
+	}
+	for m := range machines {
+		st, err := h.hello(m)
+		if err != nil || st.Version != "2.0.0" {
+			t.Errorf("%s serves %+v (%v), want 2.0.0", m, st, err)
+		}
+	}
+
+	// v3 never becomes healthy: the first machine halts the rollout and reverts.
+	h.push(h.spec("v3", "v3", map[string]string{"greeting": "hello"}), false)
+	var halted coordinator.QueueEntry
+	zktest.WaitFor(t, 60*time.Second, "rollout of v3 halted", func() (bool, error) {
+		q := h.queue()
+		if len(q) != 1 || q[0].State != znodes.DeployHalted {
+			return false, fmt.Errorf("queue %+v", q)
+		}
+		halted = q[0]
+		return true, nil
+	})
+	if !strings.Contains(halted.Reason, "3.0.0-broken") || halted.Machine == "" {
+		t.Errorf("halted entry = %+v, want a reason naming the version and the machine", halted)
+	}
+	zktest.WaitFor(t, 30*time.Second, "reverted to v2, nobody down", func() (bool, error) {
+		names, _, err := h.conn.ZK().Children(h.conn.Paths().Down("web"))
+		if err != nil || len(names) > 0 {
+			return false, fmt.Errorf("down %v %v", names, err)
+		}
+		for _, c := range h.current() {
+			if c.Version != "2.0.0" || !c.Healthy || c.State != znodes.StateRunning {
+				return false, fmt.Errorf("%s: %s %s healthy=%v", c.Machine, c.Version, c.State, c.Healthy)
+			}
+		}
+		return true, nil
+	})
+
+	// Rolling back (to v2) abandons the halted rollout; nothing restarts.
+	pids := map[string]int{}
+	for m := range machines {
+		st, err := h.hello(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids[m] = st.PID
+	}
+	rb, err := coordinator.Rollback(context.Background(), h.conn, "", coordinator.PushOptions{By: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitAll(3, "2.0.0", rb.SpecID)
+
+	// Settings only: a reload, no restart.
+	s4 := h.push(h.spec("v2-settings", "v2", map[string]string{"greeting": "bonjour"}), false)
+	h.waitAll(3, "2.0.0", s4.SpecID)
+	for m := range machines {
+		st, err := h.hello(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.PID != pids[m] {
+			t.Errorf("%s restarted: pid %d -> %d", m, pids[m], st.PID)
+		}
+		if st.Reloads < 1 || st.Settings["greeting"] != "bonjour" {
+			t.Errorf("%s: reloads %d settings %v, want a reload with greeting=bonjour", m, st.Reloads, st.Settings)
+		}
+	}
+}

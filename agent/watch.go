@@ -1,0 +1,140 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// watchSet arms at most one ZooKeeper watch per (kind, path) and turns every
+// watch event into a nudge (a non-blocking send on a channel of buffer 1):
+// an event only means "re-read". Reads of a path whose watch is still armed
+// are plain reads, so re-reading after every nudge does not pile up
+// watchers on paths that never change.
+type watchSet struct {
+	zk    *zk.Conn
+	ctx   context.Context
+	nudge chan<- struct{}
+
+	mu    sync.Mutex
+	armed map[string]uint64 // kind+path -> token of the armed watch
+	next  uint64
+}
+
+func newWatchSet(ctx context.Context, conn *zk.Conn, nudge chan<- struct{}) *watchSet {
+	return &watchSet{zk: conn, ctx: ctx, nudge: nudge, armed: map[string]uint64{}}
+}
+
+// reset forgets every armed watch (after a new session: the old ones ended).
+func (w *watchSet) reset() {
+	w.mu.Lock()
+	w.armed = map[string]uint64{}
+	w.mu.Unlock()
+}
+
+// arm reports whether key needs a new watch and, if so, reserves a token.
+func (w *watchSet) arm(key string) (uint64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.armed[key]; ok {
+		return 0, false
+	}
+	w.next++
+	w.armed[key] = w.next
+	return w.next, true
+}
+
+func (w *watchSet) disarm(key string, token uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.armed[key] == token {
+		delete(w.armed, key)
+	}
+}
+
+// follow waits for the event of an armed watch in an owned goroutine (it
+// ends with ctx) and nudges.
+func (w *watchSet) follow(key string, token uint64, ch <-chan zk.Event) {
+	go func() {
+		select {
+		case <-ch:
+			w.disarm(key, token)
+			nudge(w.nudge)
+		case <-w.ctx.Done():
+		}
+	}()
+}
+
+func nudge(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// get reads p, watching it for changes. A missing node is (nil, nil, ErrNoNode)
+// with an exists-watch armed, so its creation nudges too.
+func (w *watchSet) get(p string) ([]byte, *zk.Stat, error) {
+	key := "data:" + p
+	token, need := w.arm(key)
+	if !need {
+		b, st, err := w.zk.Get(p)
+		if errors.Is(err, zk.ErrNoNode) {
+			// Deleted before its watch fired: forget it and arm anew.
+			w.mu.Lock()
+			delete(w.armed, key)
+			w.mu.Unlock()
+			return w.get(p)
+		}
+		return b, st, err
+	}
+	b, st, ch, err := w.zk.GetW(p)
+	if err == nil {
+		w.follow(key, token, ch)
+		return b, st, nil
+	}
+	w.disarm(key, token)
+	if !errors.Is(err, zk.ErrNoNode) {
+		return nil, nil, err
+	}
+	ekey := "exists:" + p
+	if et, need := w.arm(ekey); need {
+		ok, _, ch, err := w.zk.ExistsW(p)
+		if err != nil {
+			w.disarm(ekey, et)
+			return nil, nil, err
+		}
+		w.follow(ekey, et, ch)
+		if ok {
+			// Created in between: read it (plainly; the exists watch covers it).
+			if b, st, err := w.zk.Get(p); err == nil {
+				return b, st, nil
+			}
+		}
+	}
+	return nil, nil, zk.ErrNoNode
+}
+
+// children lists p's children, watching the list.
+func (w *watchSet) children(p string) ([]string, error) {
+	key := "children:" + p
+	token, need := w.arm(key)
+	if !need {
+		names, _, err := w.zk.Children(p)
+		if errors.Is(err, zk.ErrNoNode) {
+			w.mu.Lock()
+			delete(w.armed, key)
+			w.mu.Unlock()
+		}
+		return names, err
+	}
+	names, _, ch, err := w.zk.ChildrenW(p)
+	if err != nil {
+		w.disarm(key, token)
+		return nil, err
+	}
+	w.follow(key, token, ch)
+	return names, nil
+}

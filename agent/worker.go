@@ -1,0 +1,918 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"dcroll/agent/supervise"
+	"dcroll/spec"
+	"dcroll/znodes"
+)
+
+// errRetry: re-read and decide again at once (lost a race, or created a
+// missing node).
+var errRetry = errors.New("re-read and decide again")
+
+// worker runs one service on this machine: it boots the local version,
+// then loops read snapshot -> Decide -> act, woken by watch nudges.
+type worker struct {
+	rt      *runtime
+	service string
+	dir     string
+	log     *slog.Logger
+	nudge   chan struct{}
+
+	// mu guards the fields below, read by the health goroutine, the
+	// registration payload and /status.
+	mu        sync.Mutex
+	st        *State
+	sup       *supervise.Supervisor
+	checker   supervise.Checker
+	healthy   bool
+	passSince time.Time
+	phase     string
+	since     time.Time
+	detail    string
+	last      Decision
+	stepping  bool
+	reloads   int
+	stagedRel *Release // copy of stage.done for other goroutines
+
+	// Owned by the run loop.
+	conn  *znodes.Conn
+	reg   *znodes.Registration
+	ws    *watchSet
+	gen   uint64
+	turn  turnState
+	stage stageState
+}
+
+type turnState struct {
+	pending bool
+	cancel  context.CancelFunc
+	res     chan turnResult
+	held    *znodes.HeldTurn
+}
+
+type turnResult struct {
+	held *znodes.HeldTurn
+	err  error
+}
+
+type stageState struct {
+	build  string // build being prepared
+	cancel context.CancelFunc
+	res    chan stageResult
+	done   *Release // prepared release
+	node   string   // its staging znode ("" when not announced in this session)
+	gen    uint64
+}
+
+type stageResult struct {
+	rel *Release
+	err error
+}
+
+func newWorker(rt *runtime, service string) (*worker, error) {
+	dir := filepath.Join(rt.cfg.DataDir, service)
+	for _, d := range []string{dir, filepath.Join(dir, "versions"), filepath.Join(dir, "logs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("service %s: %w", service, err)
+		}
+	}
+	st, err := LoadState(dir, service)
+	if err != nil {
+		return nil, fmt.Errorf("service %s: %w", service, err)
+	}
+	return &worker{
+		rt:      rt,
+		service: service,
+		dir:     dir,
+		log:     rt.log.With("service", service),
+		nudge:   make(chan struct{}, 1),
+		st:      st,
+		phase:   znodes.StateStopped,
+		since:   rt.now(),
+	}, nil
+}
+
+func (w *worker) settingsPath() string { return filepath.Join(w.dir, "settings.json") }
+func (w *worker) versionsDir() string  { return filepath.Join(w.dir, "versions") }
+func (w *worker) logPath(r *Release) string {
+	return filepath.Join(w.dir, "logs", r.Version+".log")
+}
+
+func (w *worker) saveState() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.st.prune(8)
+	if err := w.st.Save(w.dir, w.rt.now()); err != nil {
+		w.log.Error("cannot write local state", "err", err)
+		return err
+	}
+	return nil
+}
+
+func (w *worker) setPhase(phase, detail string) {
+	w.mu.Lock()
+	if w.phase != phase {
+		w.since = w.rt.now()
+	}
+	w.phase, w.detail = phase, detail
+	w.mu.Unlock()
+}
+
+func (w *worker) setHealthy(h bool) {
+	w.mu.Lock()
+	w.healthy = h
+	if h {
+		w.passSince = w.rt.now()
+	} else {
+		w.passSince = time.Time{}
+	}
+	w.mu.Unlock()
+	w.rt.metrics.healthy.WithLabelValues(w.service).Set(b2f(h))
+}
+
+// currentPayload is this machine's /dc/current/<service>/<machine> entry.
+func (w *worker) currentPayload() ([]byte, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c := znodes.Current{Machine: w.rt.cfg.Machine, Service: w.service, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC,
+		State: w.phase, Healthy: w.healthy, Since: w.since.UTC(), Detail: w.detail}
+	if r := w.st.Current; r != nil {
+		c.Version, c.SpecID = r.Version, r.SpecID
+	}
+	if w.sup != nil {
+		c.PID = w.sup.PID()
+	}
+	return znodes.Encode(&c)
+}
+
+// publish rewrites the /dc/current entry from local state.
+func (w *worker) publish() {
+	if w.reg == nil {
+		return
+	}
+	b, err := w.currentPayload()
+	if err == nil {
+		err = w.reg.Update(b)
+	}
+	if err != nil {
+		w.log.Warn("publish current state", "err", err)
+	}
+}
+
+// newSupervisor builds (not starts) the supervisor of r.
+func (w *worker) newSupervisor(r *Release) (*supervise.Supervisor, supervise.Checker, error) {
+	sup, err := supervise.New(supervise.Config{
+		Dir: r.Dir, Run: r.Run, Service: w.service, Version: r.Version, Machine: w.rt.cfg.Machine,
+		SettingsFile: w.settingsPath(), Data: r.Data, Env: w.rt.cfg.envFor(w.service),
+		LogPath: w.logPath(r), Grace: w.rt.cfg.StopGrace,
+		Logger: w.log, Clock: w.rt.cfg.Clock,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	chk, err := sup.Checker(r.Health)
+	if err != nil {
+		return nil, nil, fmt.Errorf("health check of %s: %w", r.Version, err)
+	}
+	return sup, chk, nil
+}
+
+// startRelease writes r's settings and starts (or adopts) r.
+func (w *worker) startRelease(r *Release, adopt bool) error {
+	if err := supervise.WriteSettings(w.settingsPath(), r.Settings); err != nil {
+		return fmt.Errorf("write settings of %s: %w", r.Version, err)
+	}
+	sup, chk, err := w.newSupervisor(r)
+	if err != nil {
+		return err
+	}
+	adopted := false
+	if adopt {
+		adopted, err = sup.StartOrAdopt()
+	} else {
+		err = sup.Start()
+	}
+	if err != nil {
+		return fmt.Errorf("start %s: %w", r.Version, err)
+	}
+	w.mu.Lock()
+	w.sup, w.checker = sup, chk
+	w.mu.Unlock()
+	w.log.Info("service started", "version", r.Version, "pid", sup.PID(), "adopted", adopted)
+	return nil
+}
+
+// stopCurrent stops the running process (SIGTERM, grace, SIGKILL).
+func (w *worker) stopCurrent(ctx context.Context) {
+	w.mu.Lock()
+	sup := w.sup
+	w.sup, w.checker = nil, nil
+	w.mu.Unlock()
+	if sup == nil {
+		return
+	}
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.rt.cfg.StopGrace+10*time.Second)
+	defer cancel()
+	if err := sup.Stop(stopCtx); err != nil {
+		w.log.Warn("stop service", "err", err)
+	}
+}
+
+func healthTimes(h *spec.Health) (minHealthy, deadline time.Duration) {
+	minHealthy, deadline = spec.DefaultHealthMinHealthy, spec.DefaultHealthDeadline
+	if h != nil {
+		if h.MinHealthy.Duration > 0 {
+			minHealthy = h.MinHealthy.Duration
+		}
+		if h.Deadline.Duration > 0 {
+			deadline = h.Deadline.Duration
+		}
+	}
+	return minHealthy, deadline
+}
+
+// waitHealthy waits until the running process of r has passed its checks
+// for min_healthy, failing at the deadline.
+func (w *worker) waitHealthy(ctx context.Context, r *Release) error {
+	w.mu.Lock()
+	sup, chk := w.sup, w.checker
+	w.mu.Unlock()
+	if sup == nil {
+		return errors.New("not running")
+	}
+	minHealthy, deadline := healthTimes(r.Health)
+	interval := min(max(minHealthy/4, 50*time.Millisecond), time.Second)
+	return supervise.WaitHealthy(ctx, chk, sup.Exited(), minHealthy, deadline, interval)
+}
+
+// boot starts the locally remembered version without ZooKeeper and
+// finishes a step interrupted by kill -9 on a healthy version.
+func (w *worker) boot(ctx context.Context) {
+	w.mu.Lock()
+	cur, prev, inflight := w.st.Current, w.st.Previous, w.st.InFlight
+	w.mu.Unlock()
+	if cur == nil {
+		w.log.Info("no local version; waiting for ZooKeeper to say what to run")
+		return
+	}
+	w.setPhase(znodes.StateStarting, "boot")
+	if err := w.startRelease(cur, true); err != nil {
+		w.log.Error("boot: cannot start the remembered version", "version", cur.Version, "err", err)
+		w.setPhase(znodes.StateFailed, err.Error())
+		if inflight == nil {
+			return
+		}
+	}
+	if inflight == nil {
+		return // the health loop reports it healthy
+	}
+	w.log.Warn("boot: finishing an interrupted step", "from", inflight.From, "to", inflight.To, "running", cur.Version)
+	err := w.waitHealthy(ctx, cur)
+	if err != nil && prev != nil && prev.Build != cur.Build {
+		w.log.Warn("boot: interrupted version is not healthy; going back", "version", cur.Version, "err", err, "back_to", prev.Version)
+		w.stopCurrent(ctx)
+		w.mu.Lock()
+		w.st.Current, w.st.Previous = prev, cur
+		w.mu.Unlock()
+		_ = w.saveState()
+		if err = w.startRelease(prev, true); err == nil {
+			err = w.waitHealthy(ctx, prev)
+		}
+		cur = prev
+	}
+	w.mu.Lock()
+	w.st.InFlight = nil
+	w.mu.Unlock()
+	_ = w.saveState()
+	if err != nil {
+		w.setPhase(znodes.StateStarting, "not healthy: "+err.Error())
+		return
+	}
+	w.setHealthy(true)
+	w.setPhase(znodes.StateRunning, "")
+	w.log.Info("boot: step finished", "version", cur.Version)
+}
+
+// healthLoop probes the running service and publishes health changes.
+func (w *worker) healthLoop(ctx context.Context) {
+	t := time.NewTicker(w.rt.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		sup, chk, stepping, cur := w.sup, w.checker, w.stepping, w.st.Current
+		wasHealthy, passSince, phase := w.healthy, w.passSince, w.phase
+		w.mu.Unlock()
+		if stepping {
+			continue
+		}
+		ok := false
+		if sup != nil && sup.Running() && chk != nil {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ok = chk.Check(cctx) == nil
+			cancel()
+		}
+		now := w.rt.now()
+		w.mu.Lock()
+		if w.stepping || w.sup != sup {
+			w.mu.Unlock()
+			continue
+		}
+		changed := false
+		switch {
+		case !ok:
+			if wasHealthy {
+				changed = true
+			}
+			w.healthy, w.passSince = false, time.Time{}
+		case wasHealthy:
+		case passSince.IsZero():
+			w.passSince = now
+		default:
+			var minHealthy time.Duration
+			if cur != nil {
+				minHealthy, _ = healthTimes(cur.Health)
+			}
+			if now.Sub(passSince) >= minHealthy {
+				w.healthy, changed = true, true
+				if phase == znodes.StateStarting || phase == znodes.StateFailed {
+					w.phase, w.since, w.detail = znodes.StateRunning, now, ""
+				}
+			}
+		}
+		healthy := w.healthy
+		w.mu.Unlock()
+		if changed {
+			w.log.Info("health changed", "healthy", healthy)
+			w.rt.metrics.healthy.WithLabelValues(w.service).Set(b2f(healthy))
+			w.publish()
+			nudge(w.nudge)
+		}
+	}
+}
+
+// run is the worker's loop once ZooKeeper is reachable.
+func (w *worker) run(ctx context.Context, conn *znodes.Conn) error {
+	w.conn = conn
+	p := conn.Paths()
+	w.reg = znodes.NewRegistration(conn, p.CurrentMachine(w.service, w.rt.cfg.Machine), w.currentPayload)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := w.reg.Run(ctx); err != nil {
+			w.log.Error("registration ended", "err", err)
+		}
+	}()
+	w.ws = newWatchSet(ctx, conn.ZK(), w.nudge)
+	w.gen = noSession
+	tick := time.NewTicker(w.rt.cfg.PollInterval)
+	defer tick.Stop()
+	defer w.dropTurn()
+	defer w.cancelStage()
+	var lastErr string
+	retries := 0
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		state, gen, _ := conn.State()
+		if state == znodes.Closed {
+			return znodes.ErrClosed
+		}
+		if state != znodes.Connected {
+			// Suspended or lost: start nothing new until a session is back.
+			select {
+			case <-conn.Changed():
+			case <-ctx.Done():
+			}
+			continue
+		}
+		if gen != w.gen {
+			w.newSession(gen)
+		}
+		again, err := w.step(ctx)
+		if err != nil && !errors.Is(err, errRetry) {
+			if msg := err.Error(); msg != lastErr {
+				w.log.Warn("rollout step failed; will retry", "err", err)
+				lastErr = msg
+			}
+		} else {
+			lastErr = ""
+		}
+		if again || errors.Is(err, errRetry) {
+			if retries++; retries < 5 {
+				continue
+			}
+		}
+		retries = 0
+		select {
+		case <-ctx.Done():
+		case <-w.nudge:
+		case <-tick.C:
+		case <-conn.Changed():
+		case r := <-w.turn.res:
+			w.onTurn(r)
+		case r := <-w.stage.res:
+			w.onStaged(r)
+		}
+	}
+}
+
+// newSession resets what a lost session took with it.
+func (w *worker) newSession(gen uint64) {
+	if w.gen != noSession {
+		w.log.Warn("new zookeeper session: watches, turn and staging entry are gone; re-registering")
+	}
+	w.gen = gen
+	w.ws.reset()
+	w.dropTurn()
+	w.stage.node = ""
+	for _, d := range []string{w.conn.Paths().Current(w.service), w.conn.Paths().Down(w.service),
+		w.conn.Paths().Staging(w.service), w.conn.Paths().Turns(w.service)} {
+		if err := w.conn.EnsurePath(d); err != nil {
+			w.log.Warn("ensure path", "path", d, "err", err)
+		}
+	}
+}
+
+// noSession is the worker's session generation before the first session.
+const noSession = ^uint64(0)
+
+// meta is what the driver reads besides the Snapshot.
+type meta struct {
+	budgetVersion int32 // -1: no budget node
+	headSpec      *spec.Spec
+}
+
+// step reads a snapshot, decides and acts once. again asks for an
+// immediate re-read.
+func (w *worker) step(ctx context.Context) (again bool, err error) {
+	snap, m, err := w.read()
+	if err != nil {
+		return false, err
+	}
+	w.tidyStage(snap)
+	snap.Local.Staged = w.stagedBuild()
+	d := Decide(snap)
+	w.record(d)
+	return w.act(ctx, d, snap, m)
+}
+
+func (w *worker) record(d Decision) {
+	w.mu.Lock()
+	prev := w.last
+	w.last = d
+	w.mu.Unlock()
+	if prev.Action != d.Action || prev.Reason != d.Reason || prev.Version != d.Version {
+		lvl := slog.LevelInfo
+		if d.Action == Wait && prev.Action == Wait {
+			lvl = slog.LevelDebug
+		}
+		w.log.Log(context.Background(), lvl, "decision", "action", d.Action.String(), "version", d.Version, "reason", d.Reason)
+		w.rt.metrics.decisions.WithLabelValues(w.service, d.Action.String()).Inc()
+	}
+}
+
+// read builds a Snapshot. The budget version is read first: a spend is a
+// Multi conditional on it, so anything read after it is fenced.
+func (w *worker) read() (Snapshot, meta, error) {
+	c, p, zc := w.conn, w.conn.Paths(), w.conn.ZK()
+	var m meta
+	snap := Snapshot{Now: w.rt.now(), Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, Service: w.service}
+
+	ok, bst, err := zc.Exists(p.Budget(w.service))
+	if err != nil {
+		return snap, m, fmt.Errorf("read budget: %w", err)
+	}
+	m.budgetVersion = -1
+	if ok {
+		m.budgetVersion = bst.Version
+	}
+
+	b, _, err := w.ws.get(p.Head())
+	switch {
+	case errors.Is(err, zk.ErrNoNode):
+	case err != nil:
+		return snap, m, fmt.Errorf("read head: %w", err)
+	default:
+		var h znodes.Head
+		if err := znodes.Decode(b, &h); err != nil {
+			return snap, m, fmt.Errorf("read head: %w", err)
+		}
+		sp, err := w.rt.loadSpec(c, h.SpecID)
+		if err != nil {
+			return snap, m, err
+		}
+		snap.HeadID, snap.PrevID, m.headSpec = h.SpecID, h.Prev, sp
+		snap.Head = sp.Services[w.service]
+		snap.Window = sp.Window
+	}
+
+	b, _, err = w.ws.get(p.Control())
+	switch {
+	case errors.Is(err, zk.ErrNoNode):
+	case err != nil:
+		return snap, m, fmt.Errorf("read control: %w", err)
+	default:
+		var ctl znodes.Control
+		if len(b) > 0 {
+			if err := znodes.Decode(b, &ctl); err != nil {
+				return snap, m, fmt.Errorf("read control: %w", err)
+			}
+		}
+		snap.Paused, snap.PauseReason = ctl.Paused, ctl.Reason
+	}
+
+	names, err := w.ws.children(p.Deploy())
+	if err != nil && !errors.Is(err, zk.ErrNoNode) {
+		return snap, m, fmt.Errorf("read deploy queue: %w", err)
+	}
+	names = slices.DeleteFunc(names, func(n string) bool { return !znodes.HasPrefixSeq(n, znodes.DeployPrefix) })
+	znodes.SortSequential(names)
+	for _, n := range names {
+		b, st, err := w.ws.get(p.DeployEntry(n))
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return snap, m, fmt.Errorf("read deploy entry %s: %w", n, err)
+		}
+		e := Entry{Node: n, ZVersion: st.Version}
+		if err := znodes.Decode(b, &e.DeployEntry); err != nil {
+			return snap, m, fmt.Errorf("deploy entry %s: %w", n, err)
+		}
+		snap.Queue = append(snap.Queue, e)
+	}
+
+	names, err = w.ws.children(p.Current(w.service))
+	if err != nil && !errors.Is(err, zk.ErrNoNode) {
+		return snap, m, fmt.Errorf("read current: %w", err)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		b, _, err := w.ws.get(p.CurrentMachine(w.service, n))
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return snap, m, fmt.Errorf("read current %s: %w", n, err)
+		}
+		var cur znodes.Current
+		if err := znodes.Decode(b, &cur); err != nil {
+			w.log.Warn("skipping unreadable current entry", "machine", n, "err", err)
+			continue
+		}
+		cur.Machine = n
+		snap.Current = append(snap.Current, cur)
+	}
+
+	names, err = w.ws.children(p.Down(w.service))
+	if err != nil && !errors.Is(err, zk.ErrNoNode) {
+		return snap, m, fmt.Errorf("read down markers: %w", err)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		b, _, err := zc.Get(p.DownMachine(w.service, n))
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return snap, m, fmt.Errorf("read down marker %s: %w", n, err)
+		}
+		var d znodes.Down
+		if err := znodes.Decode(b, &d); err != nil {
+			d = znodes.Down{} // unreadable: still a machine down
+		}
+		d.Machine = n
+		snap.Down = append(snap.Down, d)
+	}
+
+	snap.HoldsTurn = w.holdsTurn()
+	snap.Local = w.local()
+	return snap, m, nil
+}
+
+// local is the Local part of a snapshot.
+func (w *worker) local() Local {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l := Local{Healthy: w.healthy, InFlight: w.st.InFlight, Known: w.st.knownVersions()}
+	// Supervised counts as running even while the supervisor restarts a
+	// crashed process: starting it again would only add churn.
+	l.Running = w.sup != nil
+	if r := w.st.Current; r != nil {
+		l.Version, l.Build, l.SpecID, l.Settings = r.Version, r.Build, r.SpecID, r.Settings
+	}
+	return l
+}
+
+// act carries out a decision.
+func (w *worker) act(ctx context.Context, d Decision, snap Snapshot, m meta) (bool, error) {
+	switch d.Action {
+	case Wait:
+		return false, nil
+	case TakeTurn:
+		w.startTurn(ctx)
+		return false, nil
+	case SpendAndUpgrade:
+		if err := w.spend(snap, m, d); err != nil {
+			return false, err
+		}
+		w.upgrade(ctx, snap, d)
+		return true, nil
+	}
+	// Every other decision needs no turn.
+	w.dropTurn()
+	switch d.Action {
+	case Stage:
+		return false, w.startStage(ctx, d)
+	case ApplySettings:
+		return true, w.applySettings(snap)
+	case Adopt:
+		return true, w.adopt(snap)
+	case StartVersion:
+		return true, w.startVersion(ctx, d)
+	case MarkDone:
+		return true, w.markDone(d)
+	case ClearDown:
+		return w.clearDown()
+	case ReleaseTurn:
+		return true, nil
+	}
+	return false, nil
+}
+
+// --- turn ---
+
+func (w *worker) holdsTurn() bool {
+	if w.turn.held == nil {
+		return false
+	}
+	select {
+	case <-w.turn.held.Lost():
+		w.log.Warn("turn lost with the session")
+		w.turn.held = nil
+		return false
+	default:
+		return true
+	}
+}
+
+func (w *worker) startTurn(ctx context.Context) {
+	if w.turn.pending || w.turn.held != nil {
+		return
+	}
+	payload := znodes.MustEncode(&znodes.Turn{Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, At: w.rt.now().UTC()})
+	lock := znodes.NewTurnLock(w.conn, w.conn.Paths().Turns(w.service), payload)
+	actx, cancel := context.WithCancel(ctx)
+	res := make(chan turnResult, 1)
+	w.turn = turnState{pending: true, cancel: cancel, res: res}
+	w.log.Info("queueing for a turn")
+	go func() {
+		h, err := lock.Acquire(actx)
+		res <- turnResult{held: h, err: err}
+	}()
+}
+
+func (w *worker) onTurn(r turnResult) {
+	w.turn.pending = false
+	w.turn.cancel()
+	if r.err != nil {
+		if !errors.Is(r.err, context.Canceled) {
+			w.log.Warn("turn not acquired", "err", r.err)
+		}
+		return
+	}
+	w.log.Info("turn held", "node", r.held.Path())
+	w.turn.held = r.held
+}
+
+// dropTurn cancels a pending acquisition and releases a held turn.
+func (w *worker) dropTurn() {
+	if w.turn.pending {
+		w.turn.cancel()
+		w.onTurn(<-w.turn.res)
+	}
+	if h := w.turn.held; h != nil {
+		w.turn.held = nil
+		if err := h.Release(); err != nil {
+			w.log.Warn("release turn", "err", err)
+		} else {
+			w.log.Info("turn released")
+		}
+	}
+}
+
+// --- staging ---
+
+func (w *worker) stagedBuild() string {
+	if w.stage.done == nil || w.stage.node == "" || w.stage.gen != w.gen {
+		return ""
+	}
+	return w.stage.done.Build
+}
+
+func (w *worker) cancelStage() {
+	if w.stage.cancel != nil {
+		w.stage.cancel()
+		w.onStaged(<-w.stage.res)
+	}
+}
+
+func (w *worker) startStage(ctx context.Context, d Decision) error {
+	if done := w.stage.done; done != nil && done.Version == d.Version && done.SpecID == d.SpecID {
+		return w.announce() // prepared before; announce in this session
+	}
+	if w.stage.cancel != nil {
+		if w.stage.build == d.SpecID+"/"+d.Version {
+			return nil // in progress
+		}
+		w.cancelStage()
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	res := make(chan stageResult, 1)
+	w.stage.build, w.stage.cancel, w.stage.res = d.SpecID+"/"+d.Version, cancel, res
+	w.log.Info("staging", "version", d.Version, "spec", spec.ShortID(d.SpecID))
+	conn := w.conn
+	go func() {
+		rel, err := w.prepare(sctx, conn, d.SpecID, d.Version)
+		res <- stageResult{rel: rel, err: err}
+	}()
+	return nil
+}
+
+func (w *worker) onStaged(r stageResult) {
+	w.stage.cancel()
+	w.stage.cancel, w.stage.build = nil, ""
+	if r.err != nil {
+		if !errors.Is(r.err, context.Canceled) {
+			w.log.Error("staging failed", "err", r.err)
+			w.setPhaseDetail("staging failed: " + r.err.Error())
+		}
+		return
+	}
+	w.mu.Lock()
+	w.st.remember(r.rel)
+	w.mu.Unlock()
+	_ = w.saveState()
+	w.setStaged(r.rel)
+	if err := w.announce(); err != nil {
+		w.log.Warn("announce staged version", "err", err)
+	}
+}
+
+func (w *worker) setPhaseDetail(detail string) {
+	w.mu.Lock()
+	w.detail = detail
+	w.mu.Unlock()
+	w.publish()
+}
+
+// announce creates this machine's staging entry for the prepared release.
+func (w *worker) announce() error {
+	r := w.stage.done
+	if r == nil || (w.stage.node != "" && w.stage.gen == w.gen) {
+		return nil
+	}
+	p := w.conn.Paths()
+	data := znodes.MustEncode(&znodes.StagingEntry{Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack,
+		Version: r.Version, SpecID: r.SpecID, At: w.rt.now().UTC()})
+	node, err := w.conn.CreateProtected(p.StagingPrefixOf(w.service), data)
+	if errors.Is(err, zk.ErrNoNode) {
+		if err = w.conn.EnsurePath(p.Staging(w.service)); err == nil {
+			node, err = w.conn.CreateProtected(p.StagingPrefixOf(w.service), data)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("announce staged %s: %w", r.Version, err)
+	}
+	w.stage.node, w.stage.gen = node, w.gen
+	w.log.Info("staged", "version", r.Version, "node", node)
+	nudge(w.nudge)
+	return nil
+}
+
+// tidyStage removes the staging entry once it is pointless: this machine
+// runs it, or HEAD moved to something else.
+func (w *worker) tidyStage(snap Snapshot) {
+	r := w.stage.done
+	if r == nil {
+		return
+	}
+	target := ""
+	if snap.Head != nil {
+		target = BuildID(snap.Head)
+	}
+	w.mu.Lock()
+	running := w.st.Current != nil && w.st.Current.Build == r.Build
+	w.mu.Unlock()
+	if r.Build == target && !running {
+		return
+	}
+	if w.stage.node != "" && w.stage.gen == w.gen {
+		if err := w.conn.ZK().Delete(w.stage.node, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			w.log.Warn("delete staging entry", "err", err)
+			return
+		}
+	}
+	w.setStaged(nil)
+	w.keepBlobs()
+}
+
+// prepare fetches, verifies, locks and unpacks version of the service as
+// defined by spec specID.
+func (w *worker) prepare(ctx context.Context, conn *znodes.Conn, specID, version string) (*Release, error) {
+	if specID == "" {
+		return nil, fmt.Errorf("prepare %s: no spec defines it", version)
+	}
+	sp, err := w.rt.loadSpec(conn, specID)
+	if err != nil {
+		return nil, err
+	}
+	svc := sp.Services[w.service]
+	if svc == nil {
+		return nil, fmt.Errorf("prepare %s: spec %s has no service %s", version, spec.ShortID(specID), w.service)
+	}
+	if version != "" && svc.Version != version {
+		return nil, fmt.Errorf("prepare %s: spec %s defines %s %s", version, spec.ShortID(specID), w.service, svc.Version)
+	}
+	f, err := w.rt.fetcher()
+	if err != nil {
+		return nil, err
+	}
+	art, err := f.Fetch(ctx, svc.Artifact, nil)
+	if err != nil {
+		return nil, fmt.Errorf("fetch artifact of %s %s: %w", w.service, svc.Version, err)
+	}
+	r := &Release{Version: svc.Version, Build: BuildID(svc), SpecID: specID, Run: svc.Run, Artifact: svc.Artifact,
+		DataIDs: svc.Data, Health: svc.Health, Settings: svc.Settings, ReloadSignal: svc.ReloadSignal}
+	for _, id := range svc.Data {
+		p, err := f.Fetch(ctx, id, nil)
+		if err != nil {
+			return nil, fmt.Errorf("fetch data of %s %s: %w", w.service, svc.Version, err)
+		}
+		if l, ok := f.(blobLocker); ok && w.rt.cfg.MlockBudget >= 0 {
+			if _, err := l.Lock(id); err != nil {
+				return nil, fmt.Errorf("lock data of %s %s: %w", w.service, svc.Version, err)
+			}
+		}
+		r.Data = append(r.Data, p)
+	}
+	exe := ""
+	if len(svc.Run) > 0 {
+		exe = svc.Run[0]
+	}
+	r.Dir, err = supervise.Unpack(ctx, art, w.versionsDir(), svc.Version, exe)
+	if err != nil {
+		return nil, fmt.Errorf("unpack %s %s: %w", w.service, svc.Version, err)
+	}
+	return r, nil
+}
+
+// setStaged records the prepared release (not yet announced).
+func (w *worker) setStaged(r *Release) {
+	w.stage.done, w.stage.node = r, ""
+	w.mu.Lock()
+	w.stagedRel = r
+	w.mu.Unlock()
+}
+
+// keepBlobs tells the fetcher which blobs this service still needs.
+func (w *worker) keepBlobs() {
+	w.rt.keepBlobs()
+}
+
+func (w *worker) neededBlobs() (ids, previous []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range []*Release{w.st.Current, w.stagedRel} {
+		if r != nil {
+			ids = append(append(ids, r.Artifact), r.DataIDs...)
+		}
+	}
+	if r := w.st.Previous; r != nil {
+		previous = append(append(previous, r.Artifact), r.DataIDs...)
+	}
+	return ids, previous
+}
