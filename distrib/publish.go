@@ -3,6 +3,7 @@ package distrib
 import (
 	"bytes"
 	"context"
+	"dcroll/internal/units"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -125,7 +126,7 @@ func publishOne(ctx context.Context, c *znodes.Conn, st *Store, file string, tra
 		return struct {
 			io.Reader
 			io.Closer
-		}{ctxReader{ctx, f}, f}, nil
+		}{units.ContextReader(ctx, f), f}, nil
 	}); err != nil {
 		return nil, fmt.Errorf("publish %s: hash pieces: %w", file, err)
 	}

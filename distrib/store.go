@@ -3,6 +3,7 @@ package distrib
 import (
 	"context"
 	"crypto/sha256"
+	"dcroll/internal/units"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -206,7 +207,7 @@ func hashFile(ctx context.Context, path string) (string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+	if _, err := io.Copy(h, units.ContextReader(ctx, f)); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
@@ -223,7 +224,7 @@ func copyHashed(ctx context.Context, src, dst string) (string, error) {
 		return "", err
 	}
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(out, h), ctxReader{ctx, in}); err != nil {
+	if _, err := io.Copy(io.MultiWriter(out, h), units.ContextReader(ctx, in)); err != nil {
 		out.Close()
 		return "", err
 	}
@@ -235,17 +236,4 @@ func copyHashed(ctx context.Context, src, dst string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// ctxReader stops a long copy when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -182,7 +182,8 @@ func TestCrashRestartsWithBackoff(t *testing.T) {
 	}
 	n := s.Restarts()
 	b, _ := os.ReadFile(filepath.Join(dir, "runs"))
-	if runs := strings.Count(string(b), "run"); runs != n+1 {
+	// The last restart may be stopped before its shell wrote its line.
+	if runs := strings.Count(string(b), "run"); runs != n+1 && runs != n {
 		t.Errorf("%d runs for %d restarts", runs, n)
 	}
 }

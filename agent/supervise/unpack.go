@@ -7,6 +7,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"dcroll/internal/units"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -187,7 +188,7 @@ func copyExecutable(ctx context.Context, src, dir, exe string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, ctxReader{ctx, in}); err != nil {
+	if _, err := io.Copy(out, units.ContextReader(ctx, in)); err != nil {
 		out.Close()
 		return err
 	}
@@ -224,7 +225,7 @@ func extractTar(ctx context.Context, src string, gz bool, dir string) error {
 	}
 	defer root.Close()
 
-	tr := tar.NewReader(ctxReader{ctx, r})
+	tr := tar.NewReader(units.ContextReader(ctx, r))
 	var links []string // symlinks, checked once everything is extracted
 	type dirMode struct {
 		name string
@@ -398,17 +399,4 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-// ctxReader stops a copy when its context is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

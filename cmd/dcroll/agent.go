@@ -1,9 +1,9 @@
 package main
 
 import (
+	"dcroll/internal/units"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -99,7 +99,7 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		cfg.SessionTimeout = c.Duration("session-timeout")
 	}
 	if v := c.String("mlock-budget"); v != "" {
-		n, err := parseBytes(v)
+		n, err := units.ParseBytes(v)
 		if err != nil {
 			return cfg, fmt.Errorf("--mlock-budget: %w", err)
 		}
@@ -123,27 +123,4 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		return cfg, usageError{msg: "agent: --data-dir is required (where state, blobs and versions live)"}
 	}
 	return cfg, nil
-}
-
-// parseBytes reads sizes like 512MiB, 8GiB, 1G or 1048576.
-func parseBytes(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"B", 1}}
-	t := strings.TrimSpace(s)
-	for _, u := range units {
-		if num, ok := strings.CutSuffix(t, u.suffix); ok {
-			n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-			if err != nil || n < 0 {
-				return 0, fmt.Errorf("%q is not a size: write e.g. 8GiB or 512MiB", s)
-			}
-			return int64(n * float64(u.mult)), nil
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size: write e.g. 8GiB or 512MiB", s)
-	}
-	return n, nil
 }

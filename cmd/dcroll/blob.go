@@ -1,6 +1,7 @@
 package main
 
 import (
+	"dcroll/internal/units"
 	"fmt"
 	"io"
 	"os"
@@ -58,7 +59,7 @@ From built files to a pushed spec:
 							return printJSON(c.App.Writer, blobs)
 						}
 						for i, b := range blobs {
-							fmt.Fprintf(c.App.Writer, "%s  %s  %s\n", b.ID, humanBytes(b.Size), c.Args().Get(i))
+							fmt.Fprintf(c.App.Writer, "%s  %s  %s\n", b.ID, units.HumanBytes(b.Size), c.Args().Get(i))
 						}
 						return nil
 					})
@@ -90,7 +91,7 @@ From built files to a pushed spec:
 						tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 						fmt.Fprintln(tw, "ID\tSIZE\tPIECE\tNAME\tPUBLISHED")
 						for _, b := range blobs {
-							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", b.ID, humanBytes(b.Size), humanBytes(b.PieceLength), b.Name, b.PublishedAt.Local().Format(time.DateTime))
+							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", b.ID, units.HumanBytes(b.Size), units.HumanBytes(b.PieceLength), b.Name, b.PublishedAt.Local().Format(time.DateTime))
 						}
 						return tw.Flush()
 					})

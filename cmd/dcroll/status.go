@@ -1,6 +1,7 @@
 package main
 
 import (
+	"dcroll/internal/units"
 	"fmt"
 	"io"
 	"sort"
@@ -164,20 +165,7 @@ func bar(done, total int64, rate float64, peers int, source string) string {
 		frac = float64(done) / float64(total)
 	}
 	n := int(frac * width)
-	return fmt.Sprintf("[%s%s] %3.0f%% %s/s %d peers %s", strings.Repeat("#", n), strings.Repeat(".", width-n), frac*100, humanBytes(int64(rate)), peers, source)
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return fmt.Sprintf("[%s%s] %3.0f%% %s/s %d peers %s", strings.Repeat("#", n), strings.Repeat(".", width-n), frac*100, units.HumanBytes(int64(rate)), peers, source)
 }
 
 func printYAML(w io.Writer, v any) error {

@@ -1,6 +1,7 @@
 package mlock
 
 import (
+	"dcroll/internal/units"
 	"errors"
 	"fmt"
 	"os"
@@ -51,7 +52,7 @@ func (l *Locker) Check(size int64) error {
 	need := locked + size
 	if l.budget > 0 && need > l.budget {
 		return fmt.Errorf("%w: need %s locked (%s held + %s), budget is %s: raise the agent's mlock budget or lock fewer blobs",
-			ErrBudget, human(need), human(locked), human(size), human(l.budget))
+			ErrBudget, units.HumanBytes(need), units.HumanBytes(locked), units.HumanBytes(size), units.HumanBytes(l.budget))
 	}
 	if HasCapIPCLock() {
 		return nil
@@ -64,7 +65,7 @@ func (l *Locker) Check(size int64) error {
 		return nil
 	}
 	if uint64(need) > rl.Cur {
-		return fmt.Errorf("%w: RLIMIT_MEMLOCK is %s, need %s to mlock the blob; %s", ErrLimit, human(int64(rl.Cur)), human(need), Fix)
+		return fmt.Errorf("%w: RLIMIT_MEMLOCK is %s, need %s to mlock the blob; %s", ErrLimit, units.HumanBytes(int64(rl.Cur)), units.HumanBytes(need), Fix)
 	}
 	return nil
 }
@@ -126,7 +127,7 @@ func (l *Locker) Lock(path string) (*Region, error) {
 		if errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EAGAIN) {
 			var rl unix.Rlimit
 			_ = unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl)
-			return nil, fmt.Errorf("mlock %s: %w (%v): RLIMIT_MEMLOCK is %s, need %s; %s", path, ErrLimit, err, human(int64(rl.Cur)), human(size), Fix)
+			return nil, fmt.Errorf("mlock %s: %w (%v): RLIMIT_MEMLOCK is %s, need %s; %s", path, ErrLimit, err, units.HumanBytes(int64(rl.Cur)), units.HumanBytes(size), Fix)
 		}
 		return nil, fmt.Errorf("mlock %s: %w", path, err)
 	}
@@ -197,17 +198,4 @@ func Resident(path string) (resident, total int64, err error) {
 		}
 	}
 	return resident, total, nil
-}
-
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
