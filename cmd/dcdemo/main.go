@@ -102,30 +102,31 @@ func (d *demo) run(ctx context.Context, racks, perRack int) error {
 	d.spawn("coordinator", "coordinator", "--http", dash)
 	d.say("origin (seeder, web seed, rack-aware tracker) at http://%s; dashboard at http://%s/", originHTTP, dash)
 
-	out, err := d.dcroll(ctx, "blob", "publish", "--json", "--store", filepath.Join(d.dir, "origin"), "--origin", "http://"+originHTTP, v1, v2)
-	if err != nil {
-		return err
-	}
-	var blobs []znodes.Blob
-	if err := json.Unmarshal([]byte(out), &blobs); err != nil {
-		return fmt.Errorf("publish output: %w", err)
-	}
-	d.say("published %s (v1) and %s (v2)", blobs[0].ID[:19], blobs[1].ID[:19])
+	// From built files to a spec ready to push: one command per release.
 	specs := map[string]string{}
-	for name, id := range map[string]string{"demo-v1": blobs[0].ID, "demo-v2": blobs[1].ID} {
-		b, err := os.ReadFile(filepath.Join("examples", "specs", name+".yaml"))
+	for _, r := range []struct{ name, exe string }{{"demo-v1", v1}, {"demo-v2", v2}} {
+		b, err := os.ReadFile(filepath.Join("examples", "specs", r.name+".yaml"))
 		if err != nil {
 			return err
 		}
-		ph := "sha256:" + strings.Repeat("0", 63) + name[len(name)-1:]
-		p := filepath.Join(d.dir, "specs", name+".yaml")
-		if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(b), ph, id)), 0o644); err != nil {
+		p := filepath.Join(d.dir, "specs", r.name+".yaml")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
 			return err
 		}
-		specs[name] = p
+		specs[r.name] = p
+		out, err := d.dcroll(ctx, "blob", "publish", "--json", "--store", filepath.Join(d.dir, "origin"), "--origin", "http://"+originHTTP,
+			"--spec", p, "store="+r.exe, "web="+r.exe)
+		if err != nil {
+			return err
+		}
+		var blobs []znodes.Blob
+		if err := json.Unmarshal([]byte(out), &blobs); err != nil {
+			return fmt.Errorf("publish output: %w", err)
+		}
+		d.say("dcroll blob publish --spec %s store=%s web=%s: %s", p, filepath.Base(r.exe), filepath.Base(r.exe), blobs[0].ID[:19])
 	}
 
-	out, err = d.dcroll(ctx, "push", specs["demo-v1"])
+	out, err := d.dcroll(ctx, "push", specs["demo-v1"])
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"dcroll/distrib"
+	"dcroll/spec"
 	"dcroll/znodes"
 )
 
@@ -28,32 +29,54 @@ build machine, 'dcroll blob publish' imports files into the origin's store
 (size, BitTorrent metainfo, web seed URL). 'dcroll origin', running on the
 same machine with the same --store, seeds every published blob it holds.
 
-From built files to a pushed spec:
-   dcroll blob publish --origin http://build1:7070 out/db.tar.gz   # prints sha256:… to put in the spec
-   dcroll push nightly.yaml`,
+From built files to a pushed spec, two commands:
+   dcroll blob publish --origin http://build1:7070 --spec nightly.yaml db=out/db.tar.gz api=out/api.tar.gz
+   dcroll push nightly.yaml
+(--spec writes each SERVICE's new artifact id into the spec file.)`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "publish",
 				Usage:     "import files into the origin store and publish them; prints their ids",
-				ArgsUsage: "FILE...",
+				ArgsUsage: "FILE... | --spec SPEC SERVICE=FILE...",
 				Flags: []cli.Flag{
 					storeFlag,
 					&cli.StringFlag{Name: "origin", EnvVars: []string{"DCROLL_ORIGIN"}, Required: true, Usage: "the origin's HTTP `URL` (web seed and tracker), as agents reach it"},
 					&cli.Int64Flag{Name: "piece-length", Usage: "BitTorrent piece length in bytes (default: 4 MiB, larger for huge blobs)"},
+					&cli.StringFlag{Name: "spec", Usage: "write the ids into `SPEC.yaml`: arguments are SERVICE=FILE"},
 					jsonFlag,
 				},
 				Action: func(c *cli.Context) error {
 					if err := needArgs(c, 1, -1, "one or more files"); err != nil {
 						return err
 					}
+					files, services := c.Args().Slice(), []string(nil)
+					if c.String("spec") != "" {
+						files = nil
+						for _, a := range c.Args().Slice() {
+							svc, file, ok := strings.Cut(a, "=")
+							if !ok {
+								return usageError{msg: fmt.Sprintf("blob publish --spec: %q: want SERVICE=FILE", a)}
+							}
+							services, files = append(services, svc), append(files, file)
+						}
+					}
 					st, err := distrib.OpenStore(c.String("store"))
 					if err != nil {
 						return fmt.Errorf("open store: %w", err)
 					}
 					return withConn(c, func(conn *znodes.Conn) error {
-						blobs, err := distrib.Publish(c.Context, conn, st, c.Args().Slice(), distrib.PublishOptions{OriginURL: strings.TrimRight(c.String("origin"), "/"), PieceLength: c.Int64("piece-length")})
+						blobs, err := distrib.Publish(c.Context, conn, st, files, distrib.PublishOptions{OriginURL: strings.TrimRight(c.String("origin"), "/"), PieceLength: c.Int64("piece-length")})
 						if err != nil {
 							return err
+						}
+						if f := c.String("spec"); f != "" {
+							ids := map[string]string{}
+							for i, svc := range services {
+								ids[svc] = blobs[i].ID
+							}
+							if err := rewriteSpec(f, ids); err != nil {
+								return err
+							}
 						}
 						if c.Bool("json") {
 							return printJSON(c.App.Writer, blobs)
@@ -195,4 +218,21 @@ a few of the same data center, with the racks read from /dc/agents.`,
 			return o.Run(c.Context)
 		},
 	}
+}
+
+// rewriteSpec sets the artifact ids of a spec file in place (atomically).
+func rewriteSpec(path string, ids map[string]string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	out, err := spec.SetArtifacts(path, data, ids)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, out, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
