@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"dcroll/distrib"
@@ -32,6 +33,10 @@ type runtime struct {
 	conn     *znodes.Conn
 	peerAddr string
 	started  time.Time
+
+	// stagingJobs counts running prepares: blobs are not garbage-collected
+	// while one may have fetched a blob it has not recorded yet.
+	stagingJobs atomic.Int32
 }
 
 func (rt *runtime) now() time.Time { return rt.cfg.Clock.Now() }
@@ -74,7 +79,7 @@ func (rt *runtime) keepBlobs() {
 	f, workers := rt.f, rt.workers
 	rt.mu.Unlock()
 	k, ok := f.(blobKeeper)
-	if !ok {
+	if !ok || rt.stagingJobs.Load() > 0 {
 		return
 	}
 	var ids, prev []string

@@ -20,6 +20,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"dcroll/agent"
+	"dcroll/agent/supervise"
 	"dcroll/coordinator"
 	"dcroll/examples/examplebuild"
 	"dcroll/integration/zktest"
@@ -37,6 +38,7 @@ type harness struct {
 	ids   map[string]string // "v1", "v2", "v3" -> blob id
 	dirs  map[string]string // machine -> data dir
 	ports map[string]int
+	http  map[string]string // machine -> status address
 
 	mu     sync.Mutex
 	cancel map[string]context.CancelFunc
@@ -48,7 +50,7 @@ func newHarness(t *testing.T) *harness {
 	srv := zktest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := znodes.Dial(ctx, znodes.Options{Servers: srv.Addr(), SessionTimeout: 2 * time.Second, Logger: testLogger(t, "test")})
+	conn, err := znodes.Dial(ctx, znodes.Options{Servers: srv.Addr(), SessionTimeout: 4 * time.Second, Logger: testLogger(t, "test")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +59,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, zk: srv.Addr(), conn: conn, blobs: t.TempDir(), ids: map[string]string{},
-		dirs: map[string]string{}, ports: map[string]int{}, cancel: map[string]context.CancelFunc{}, done: map[string]chan error{}}
+		dirs: map[string]string{}, ports: map[string]int{}, http: map[string]string{}, cancel: map[string]context.CancelFunc{}, done: map[string]chan error{}}
 	for _, v := range []struct {
 		name    string
 		version string
@@ -115,24 +117,29 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// start runs an agent for machine (rack) with service web until stop.
-func (h *harness) start(machine, rack string) {
+// start runs an agent for machine (rack) with service web until stop;
+// opts adjust its configuration.
+func (h *harness) start(machine, rack string, opts ...func(*agent.Config)) {
 	h.t.Helper()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.dirs[machine] == "" {
 		h.dirs[machine] = h.t.TempDir()
 		h.ports[machine] = freePort(h.t)
+		h.http[machine] = fmt.Sprintf("127.0.0.1:%d", freePort(h.t))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	h.cancel[machine], h.done[machine] = cancel, done
 	cfg := agent.Config{
 		Machine: machine, Rack: rack, DC: "dc1", Services: []string{"web"}, DataDir: h.dirs[machine],
-		ZK: h.zk, SessionTimeout: 2 * time.Second, PollInterval: time.Second, HealthInterval: 100 * time.Millisecond,
-		StopGrace: 2 * time.Second, StopServicesOnExit: true, MlockBudget: -1,
+		ZK: h.zk, SessionTimeout: 4 * time.Second, PollInterval: time.Second, HealthInterval: 100 * time.Millisecond,
+		StopGrace: 2 * time.Second, StopServicesOnExit: true, MlockBudget: -1, HTTPAddr: h.http[machine],
 		Env:     map[string][]string{"web": {fmt.Sprintf("DCROLL_PORT=%d", h.ports[machine])}},
 		Fetcher: agent.DirFetcher{Dir: h.blobs}, Logger: testLogger(h.t, machine),
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	go func() { done <- agent.Run(ctx, cfg) }()
 	h.t.Cleanup(func() { h.stop(machine) })
@@ -337,6 +344,16 @@ func TestAgentRollout(t *testing.T) {
 		return true, nil
 	})
 
+	// Dashboards see why the machines wait.
+	zktest.WaitFor(t, 10*time.Second, "every machine publishing why it waits", func() (bool, error) {
+		for _, c := range h.current() {
+			if !strings.HasPrefix(c.Detail, "waiting: halted: web on "+halted.Machine) {
+				return false, fmt.Errorf("%s detail %q", c.Machine, c.Detail)
+			}
+		}
+		return true, nil
+	})
+
 	// Rolling back (to v2) abandons the halted rollout; nothing restarts.
 	pids := map[string]int{}
 	for m := range machines {
@@ -367,4 +384,169 @@ func TestAgentRollout(t *testing.T) {
 			t.Errorf("%s: reloads %d settings %v, want a reload with greeting=bonjour", m, st.Reloads, st.Settings)
 		}
 	}
+}
+
+func getBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	return string(b)
+}
+
+// TestStatusAndMetrics: /status says what runs and why; /metrics is Prometheus text.
+func TestStatusAndMetrics(t *testing.T) {
+	h := newHarness(t)
+	h.start("m1", "r1")
+	res := h.push(h.spec("v1", "v1", nil), false)
+	h.waitAll(1, "1.0.0", res.SpecID)
+	var st agent.Status
+	zktest.WaitFor(t, 10*time.Second, "status shows the last decision", func() (bool, error) {
+		if err := json.Unmarshal([]byte(getBody(t, "http://"+h.http["m1"]+"/status")), &st); err != nil {
+			return false, err
+		}
+		if len(st.Services) != 1 || st.Services[0].Decision != "nothing" {
+			return false, fmt.Errorf("%+v", st)
+		}
+		return true, nil
+	})
+	s := st.Services[0]
+	if st.Machine != "m1" || st.ZooKeeper != "connected" || s.Version != "1.0.0" || !s.Healthy || s.PID == 0 || s.Reason != "runs 1.0.0" {
+		t.Errorf("status = %+v", st)
+	}
+	m := getBody(t, "http://"+h.http["m1"]+"/metrics")
+	for _, want := range []string{`dcroll_agent_service_healthy{service="web"} 1`, "dcroll_agent_zookeeper_connected 1",
+		`dcroll_agent_decisions_total{action="start-version",service="web"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q:\n%s", want, m)
+		}
+	}
+}
+
+// TestBootWithoutZooKeeper: an agent that cannot reach ZooKeeper starts the
+// version its state.json remembers, and nothing else.
+func TestBootWithoutZooKeeper(t *testing.T) {
+	h := newHarness(t)
+	h.start("m1", "r1")
+	res := h.push(h.spec("v2", "v2", map[string]string{"greeting": "hi"}), false)
+	h.waitAll(1, "2.0.0", res.SpecID)
+	h.stop("m1") // stops the service too (StopServicesOnExit)
+	if _, err := h.hello("m1"); err == nil {
+		t.Fatal("service still answers after its agent stopped it")
+	}
+	h.start("m1", "r1", func(c *agent.Config) { c.ZK = "127.0.0.1:1" })
+	zktest.WaitFor(t, 20*time.Second, "m1 serving 2.0.0 without ZooKeeper", func() (bool, error) {
+		st, err := h.hello("m1")
+		if err != nil {
+			return false, err
+		}
+		if st.Version != "2.0.0" || st.Settings["greeting"] != "hi" {
+			return false, fmt.Errorf("serves %+v", st)
+		}
+		return true, nil
+	})
+	var st agent.Status
+	if err := json.Unmarshal([]byte(getBody(t, "http://"+h.http["m1"]+"/status")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.ZooKeeper != "not connected" || len(st.Services) != 1 || st.Services[0].Version != "2.0.0" {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+// TestSessionLossReregisters: when the agent's session expires (the network
+// is cut longer than the session timeout), it registers again and keeps
+// following HEAD; the service is not restarted.
+func TestSessionLossReregisters(t *testing.T) {
+	h := newHarness(t)
+	proxy := zktest.NewProxy(t, h.zk)
+	h.start("m1", "r1", func(c *agent.Config) { c.ZK = proxy.Addr() })
+	h.start("m2", "r1")
+	v1 := h.push(h.spec("v1", "v1", nil), false)
+	h.waitAll(2, "1.0.0", v1.SpecID)
+	before, err := h.hello("m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, st, err := h.conn.ZK().Get(h.conn.Paths().CurrentMachine("web", "m1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := st.EphemeralOwner
+
+	proxy.Cut()
+	zktest.WaitFor(t, 20*time.Second, "m1's session to expire", func() (bool, error) {
+		ok, _, err := h.conn.ZK().Exists(h.conn.Paths().CurrentMachine("web", "m1"))
+		return !ok, err
+	})
+	if st, err := h.hello("m1"); err != nil || st.PID != before.PID {
+		t.Errorf("service disturbed while ZooKeeper was unreachable: %+v %v", st, err)
+	}
+	proxy.Restore()
+	zktest.WaitFor(t, 30*time.Second, "m1 registered again", func() (bool, error) {
+		ok, st, err := h.conn.ZK().Exists(h.conn.Paths().CurrentMachine("web", "m1"))
+		return ok && st.EphemeralOwner != owner, err
+	})
+	h.waitAll(2, "1.0.0", v1.SpecID)
+	if st, err := h.hello("m1"); err != nil || st.PID != before.PID {
+		t.Errorf("service restarted by the session loss: %+v %v (pid before %d)", st, err, before.PID)
+	}
+	sp := h.spec("v2", "v2", nil)
+	sp.Services["web"].Quorum = spec.Quorum{Count: 1} // two machines: one may go
+	v2 := h.push(sp, false)
+	h.waitAll(2, "2.0.0", v2.SpecID)
+}
+
+// TestBootFinishesInterruptedStep: state.json says a step to a version that
+// never becomes healthy was in flight when the agent died; the next boot,
+// even without ZooKeeper, goes back to the previous version and clears it.
+func TestBootFinishesInterruptedStep(t *testing.T) {
+	h := newHarness(t)
+	h.start("m1", "r1")
+	res := h.push(h.spec("v2", "v2", nil), false)
+	h.waitAll(1, "2.0.0", res.SpecID)
+	h.stop("m1")
+
+	dir := filepath.Join(h.dirs["m1"], "web")
+	st, err := agent.LoadState(dir, "web")
+	if err != nil || st.Current == nil {
+		t.Fatalf("state after the first run: %+v %v", st, err)
+	}
+	blob, err := agent.DirFetcher{Dir: h.blobs}.Fetch(context.Background(), h.ids["v3"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3dir, err := supervise.Unpack(context.Background(), blob, filepath.Join(dir, "versions"), "3.0.0-broken", "./hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := *st.Current
+	broken.Version, broken.Build, broken.Dir = "3.0.0-broken", "broken", v3dir
+	st.Previous, st.Current = st.Current, &broken
+	st.InFlight = &agent.Step{From: "2.0.0", To: "3.0.0-broken"}
+	if err := st.Save(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	h.start("m1", "r1", func(c *agent.Config) { c.ZK = "127.0.0.1:1" })
+	zktest.WaitFor(t, 30*time.Second, "m1 back on 2.0.0", func() (bool, error) {
+		s, err := h.hello("m1")
+		if err != nil || s.Version != "2.0.0" {
+			return false, fmt.Errorf("serves %+v (%v)", s, err)
+		}
+		st, err := agent.LoadState(dir, "web")
+		if err != nil || st.InFlight != nil || st.Current.Version != "2.0.0" {
+			return false, fmt.Errorf("state %+v %v", st, err)
+		}
+		return true, nil
+	})
 }

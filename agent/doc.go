@@ -33,7 +33,10 @@
 // turn and staging entry (Registration re-creates /dc/current/<svc>/<m> and
 // /dc/agents/<m>), and the loop decides again from scratch. Services are
 // never stopped because ZooKeeper is unreachable, and they outlive the
-// agent: the next agent adopts them from their PID files.
+// agent: the next agent adopts them from their PID files. A process an agent
+// killed with SIGKILL started but never recorded (so nobody adopts it) is
+// found by its working directory under <data-dir>/<svc>/versions and stopped
+// before anything else is started: one instance per service and machine.
 //
 // /metrics serves Prometheus metrics and /status a JSON [Status] with each
 // service's last decision and its reason.

@@ -18,6 +18,12 @@ type blobLocker interface {
 	Unlock(id string) error
 }
 
+// fetchLocker is implemented by fetchers that check the lock budget before
+// downloading and lock the blob once fetched (distrib.Node).
+type fetchLocker interface {
+	FetchLocked(ctx context.Context, id string, onProgress func(znodes.BlobProgress)) (string, *mlock.Region, error)
+}
+
 // blobKeeper is implemented by fetchers that garbage-collect their store
 // (distrib.Node): ids are kept and seeded, everything else removed.
 type blobKeeper interface {
@@ -25,9 +31,10 @@ type blobKeeper interface {
 }
 
 var (
-	_ Fetcher    = (*distrib.Node)(nil)
-	_ blobLocker = (*distrib.Node)(nil)
-	_ blobKeeper = (*distrib.Node)(nil)
+	_ Fetcher     = (*distrib.Node)(nil)
+	_ blobLocker  = (*distrib.Node)(nil)
+	_ fetchLocker = (*distrib.Node)(nil)
+	_ blobKeeper  = (*distrib.Node)(nil)
 )
 
 // DirFetcher serves blobs from a directory of files named by their sha256

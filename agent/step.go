@@ -95,7 +95,7 @@ func (w *worker) upgrade(ctx context.Context, snap Snapshot, d Decision) {
 	w.log.Info("upgrade: stopping old version", "from", versionOf(prev), "to", next.Version)
 
 	w.stopCurrent(ctx)
-	err := w.startRelease(next, false)
+	err := w.startRelease(ctx, next, false)
 	if err == nil {
 		err = w.waitHealthy(ctx, next)
 	}
@@ -136,7 +136,7 @@ func (w *worker) upgrade(ctx context.Context, snap Snapshot, d Decision) {
 	w.st.Current, w.st.Previous = prev, next
 	w.mu.Unlock()
 	_ = w.saveState()
-	err = w.startRelease(prev, false)
+	err = w.startRelease(ctx, prev, false)
 	if err == nil {
 		err = w.waitHealthy(ctx, prev)
 	}
@@ -312,7 +312,7 @@ func (w *worker) startVersion(ctx context.Context, d Decision) error {
 	w.setPhase(znodes.StateStarting, d.Reason)
 	w.publish()
 	w.log.Info("starting", "version", rel.Version, "reason", d.Reason)
-	if err := w.startRelease(rel, true); err != nil {
+	if err := w.startRelease(ctx, rel, true); err != nil {
 		w.setPhase(znodes.StateFailed, err.Error())
 		w.publish()
 		return err
@@ -336,7 +336,7 @@ func (w *worker) releaseFor(ctx context.Context, specID, version string) (*Relea
 	known := w.st.Known[version]
 	w.mu.Unlock()
 	if known != nil {
-		if _, err := os.Stat(known.Dir); err == nil {
+		if allExist(append([]string{known.Dir}, known.Data...)) {
 			if specID == "" || specID == known.SpecID {
 				return known, nil
 			}
@@ -388,6 +388,15 @@ func (w *worker) clearDown() (again bool, err error) {
 	}
 	w.log.Info("down marker cleared")
 	return true, nil
+}
+
+func allExist(paths []string) bool {
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func versionOf(r *Release) string {

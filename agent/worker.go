@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,9 +48,10 @@ type worker struct {
 	reloads   int
 	stagedRel *Release // copy of stage.done for other goroutines
 
+	reg *znodes.Registration // set once connected (under mu)
+
 	// Owned by the run loop.
 	conn  *znodes.Conn
-	reg   *znodes.Registration
 	ws    *watchSet
 	gen   uint64
 	turn  turnState
@@ -160,12 +162,15 @@ func (w *worker) currentPayload() ([]byte, error) {
 
 // publish rewrites the /dc/current entry from local state.
 func (w *worker) publish() {
-	if w.reg == nil {
-		return
+	w.mu.Lock()
+	reg := w.reg
+	w.mu.Unlock()
+	if reg == nil {
+		return // not connected yet: registered with the latest state later
 	}
 	b, err := w.currentPayload()
 	if err == nil {
-		err = w.reg.Update(b)
+		err = reg.Update(b)
 	}
 	if err != nil {
 		w.log.Warn("publish current state", "err", err)
@@ -190,8 +195,10 @@ func (w *worker) newSupervisor(r *Release) (*supervise.Supervisor, supervise.Che
 	return sup, chk, nil
 }
 
-// startRelease writes r's settings and starts (or adopts) r.
-func (w *worker) startRelease(r *Release, adopt bool) error {
+// startRelease writes r's settings and starts (or, with adopt, takes over
+// from its PID file) r. Unsupervised processes of the service left by a
+// killed agent are stopped first: only one instance may run.
+func (w *worker) startRelease(ctx context.Context, r *Release, adopt bool) error {
 	if err := supervise.WriteSettings(w.settingsPath(), r.Settings); err != nil {
 		return fmt.Errorf("write settings of %s: %w", r.Version, err)
 	}
@@ -201,12 +208,21 @@ func (w *worker) startRelease(r *Release, adopt bool) error {
 	}
 	adopted := false
 	if adopt {
-		adopted, err = sup.StartOrAdopt()
-	} else {
-		err = sup.Start()
+		if adopted, err = sup.Adopt(); err != nil {
+			return fmt.Errorf("adopt %s: %w", r.Version, err)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("start %s: %w", r.Version, err)
+	keep := map[int]bool{}
+	if adopted {
+		keep[sup.PID()] = true
+	}
+	if pids := killOrphans(ctx, w.versionsDir(), keep, w.rt.cfg.StopGrace); len(pids) > 0 {
+		w.log.Warn("stopped unsupervised processes of the service (left by a killed agent)", "pids", pids)
+	}
+	if !adopted {
+		if err := sup.Start(); err != nil {
+			return fmt.Errorf("start %s: %w", r.Version, err)
+		}
 	}
 	w.mu.Lock()
 	w.sup, w.checker = sup, chk
@@ -269,7 +285,7 @@ func (w *worker) boot(ctx context.Context) {
 		return
 	}
 	w.setPhase(znodes.StateStarting, "boot")
-	if err := w.startRelease(cur, true); err != nil {
+	if err := w.startRelease(ctx, cur, true); err != nil {
 		w.log.Error("boot: cannot start the remembered version", "version", cur.Version, "err", err)
 		w.setPhase(znodes.StateFailed, err.Error())
 		if inflight == nil {
@@ -288,7 +304,7 @@ func (w *worker) boot(ctx context.Context) {
 		w.st.Current, w.st.Previous = prev, cur
 		w.mu.Unlock()
 		_ = w.saveState()
-		if err = w.startRelease(prev, true); err == nil {
+		if err = w.startRelease(ctx, prev, true); err == nil {
 			err = w.waitHealthy(ctx, prev)
 		}
 		cur = prev
@@ -306,10 +322,15 @@ func (w *worker) boot(ctx context.Context) {
 	w.log.Info("boot: step finished", "version", cur.Version)
 }
 
+// unhealthyAfter is how many consecutive failed probes of a running
+// process make a healthy service unhealthy (a dead process: at once).
+const unhealthyAfter = 2
+
 // healthLoop probes the running service and publishes health changes.
 func (w *worker) healthLoop(ctx context.Context) {
 	t := time.NewTicker(w.rt.cfg.HealthInterval)
 	defer t.Stop()
+	fails := 0 // consecutive failed probes of a running process
 	for {
 		select {
 		case <-ctx.Done():
@@ -328,6 +349,11 @@ func (w *worker) healthLoop(ctx context.Context) {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			ok = chk.Check(cctx) == nil
 			cancel()
+			if ok {
+				fails = 0
+			} else if fails++; fails < unhealthyAfter && wasHealthy {
+				continue // one slow probe on a loaded machine is not an outage
+			}
 		}
 		now := w.rt.now()
 		w.mu.Lock()
@@ -372,7 +398,10 @@ func (w *worker) healthLoop(ctx context.Context) {
 func (w *worker) run(ctx context.Context, conn *znodes.Conn) error {
 	w.conn = conn
 	p := conn.Paths()
-	w.reg = znodes.NewRegistration(conn, p.CurrentMachine(w.service, w.rt.cfg.Machine), w.currentPayload)
+	reg := znodes.NewRegistration(conn, p.CurrentMachine(w.service, w.rt.cfg.Machine), w.currentPayload)
+	w.mu.Lock()
+	w.reg = reg
+	w.mu.Unlock()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -380,7 +409,7 @@ func (w *worker) run(ctx context.Context, conn *znodes.Conn) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := w.reg.Run(ctx); err != nil {
+		if err := reg.Run(ctx); err != nil {
 			w.log.Error("registration ended", "err", err)
 		}
 	}()
@@ -447,7 +476,14 @@ func (w *worker) newSession(gen uint64) {
 	w.gen = gen
 	w.ws.reset()
 	w.dropTurn()
-	w.stage.node = ""
+	if w.stage.node != "" {
+		// Gone with the old session, unless the server kept it alive after
+		// we declared it lost: then it is ours again and must not linger.
+		if ok, st, err := w.conn.ZK().Exists(w.stage.node); err == nil && ok && st.EphemeralOwner == w.conn.SessionID() {
+			_ = w.conn.ZK().Delete(w.stage.node, -1)
+		}
+		w.stage.node = ""
+	}
 	for _, d := range []string{w.conn.Paths().Current(w.service), w.conn.Paths().Down(w.service),
 		w.conn.Paths().Staging(w.service), w.conn.Paths().Turns(w.service)} {
 		if err := w.conn.EnsurePath(d); err != nil {
@@ -462,7 +498,6 @@ const noSession = ^uint64(0)
 // meta is what the driver reads besides the Snapshot.
 type meta struct {
 	budgetVersion int32 // -1: no budget node
-	headSpec      *spec.Spec
 }
 
 // step reads a snapshot, decides and acts once. again asks for an
@@ -479,11 +514,27 @@ func (w *worker) step(ctx context.Context) (again bool, err error) {
 	return w.act(ctx, d, snap, m)
 }
 
+// waitingPrefix marks a Current.Detail that says why the machine waits.
+const waitingPrefix = "waiting: "
+
 func (w *worker) record(d Decision) {
 	w.mu.Lock()
 	prev := w.last
 	w.last = d
+	// Dashboards read /dc/current: say there why the machine waits.
+	detail := w.detail
+	switch {
+	case d.Action == Wait && !w.stepping:
+		detail = waitingPrefix + d.Reason
+	case strings.HasPrefix(w.detail, waitingPrefix):
+		detail = ""
+	}
+	changed := detail != w.detail
+	w.detail = detail
 	w.mu.Unlock()
+	if changed {
+		w.publish()
+	}
 	if prev.Action != d.Action || prev.Reason != d.Reason || prev.Version != d.Version {
 		lvl := slog.LevelInfo
 		if d.Action == Wait && prev.Action == Wait {
@@ -524,7 +575,7 @@ func (w *worker) read() (Snapshot, meta, error) {
 		if err != nil {
 			return snap, m, err
 		}
-		snap.HeadID, snap.PrevID, m.headSpec = h.SpecID, h.Prev, sp
+		snap.HeadID, snap.PrevID = h.SpecID, h.Prev
 		snap.Head = sp.Services[w.service]
 		snap.Window = sp.Window
 	}
@@ -755,7 +806,9 @@ func (w *worker) startStage(ctx context.Context, d Decision) error {
 	w.stage.build, w.stage.cancel, w.stage.res = d.SpecID+"/"+d.Version, cancel, res
 	w.log.Info("staging", "version", d.Version, "spec", spec.ShortID(d.SpecID))
 	conn := w.conn
+	w.rt.stagingJobs.Add(1)
 	go func() {
+		defer w.rt.stagingJobs.Add(-1)
 		rel, err := w.prepare(sctx, conn, d.SpecID, d.Version)
 		res <- stageResult{rel: rel, err: err}
 	}()
@@ -868,14 +921,16 @@ func (w *worker) prepare(ctx context.Context, conn *znodes.Conn, specID, version
 	r := &Release{Version: svc.Version, Build: BuildID(svc), SpecID: specID, Run: svc.Run, Artifact: svc.Artifact,
 		DataIDs: svc.Data, Health: svc.Health, Settings: svc.Settings, ReloadSignal: svc.ReloadSignal}
 	for _, id := range svc.Data {
-		p, err := f.Fetch(ctx, id, nil)
+		var p string
+		if fl, ok := f.(fetchLocker); ok && w.rt.cfg.MlockBudget >= 0 {
+			// Data blobs are locked in memory: the budget and RLIMIT_MEMLOCK
+			// are checked before downloading.
+			p, _, err = fl.FetchLocked(ctx, id, nil)
+		} else {
+			p, err = f.Fetch(ctx, id, nil)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("fetch data of %s %s: %w", w.service, svc.Version, err)
-		}
-		if l, ok := f.(blobLocker); ok && w.rt.cfg.MlockBudget >= 0 {
-			if _, err := l.Lock(id); err != nil {
-				return nil, fmt.Errorf("lock data of %s %s: %w", w.service, svc.Version, err)
-			}
 		}
 		r.Data = append(r.Data, p)
 	}

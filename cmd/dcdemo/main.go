@@ -133,18 +133,17 @@ func (d *demo) run(ctx context.Context, racks, perRack int) error {
 	fmt.Print(indent(out))
 
 	d.say("starting %d agents in %d racks, each running store and web", racks*perRack, racks)
-	port := 17000
 	var machines []string
 	for r := 1; r <= racks; r++ {
 		for m := 1; m <= perRack; m++ {
 			name := fmt.Sprintf("r%d-m%d", r, m)
 			machines = append(machines, name)
 			ip := fmt.Sprintf("127.0.%d.%d", r, m)
-			port += 2
+			storePort, webPort := freePort(), freePort()
 			d.spawn(name, "agent", "--machine", name, "--rack", fmt.Sprintf("rack%d", r), "--dc", "demo1",
 				"--service", "store", "--service", "web", "--data-dir", filepath.Join(d.dir, "agents", name),
 				"--peer-listen", ip+":0", "--session-timeout", "4s", "--stop-services-on-exit",
-				"--env", fmt.Sprintf("store:DCROLL_PORT=%d", port), "--env", fmt.Sprintf("web:DCROLL_PORT=%d", port+1))
+				"--env", fmt.Sprintf("store:DCROLL_PORT=%d", storePort), "--env", fmt.Sprintf("web:DCROLL_PORT=%d", webPort))
 		}
 	}
 	if err := d.waitRollout(ctx, "v1", 3*time.Minute); err != nil {
@@ -347,6 +346,15 @@ func freeAddr(ip string) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func indent(s string) string {
