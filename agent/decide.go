@@ -198,21 +198,6 @@ func EntryFor(q []Entry, service string) *Entry {
 	return nil
 }
 
-// EntryComplete reports whether every machine in current runs e's version
-// from e's spec, healthy and running, with no down marker left. It is the
-// completion rule of PROTOCOL.md, shared with the coordinator.
-func EntryComplete(e znodes.DeployEntry, current []znodes.Current, down []znodes.Down) bool {
-	if len(down) > 0 {
-		return false
-	}
-	for _, c := range current {
-		if c.Version != e.Version || c.SpecID != e.SpecID || !c.Healthy || c.State != znodes.StateRunning {
-			return false
-		}
-	}
-	return true
-}
-
 // Quorum is the availability arithmetic of one service.
 type Quorum struct {
 	Total     int // machines of the service: current entries plus orphan down markers
@@ -292,7 +277,7 @@ func Decide(s Snapshot) Decision {
 				Reason: fmt.Sprintf("runs %s as HEAD %s wants", target, spec.ShortID(s.HeadID))}
 		}
 		if active != nil && active.Service == s.Service && active.State != znodes.DeployHalted &&
-			me != nil && EntryComplete(active.DeployEntry, s.Current, s.Down) {
+			me != nil && active.CompletedBy(s.Current, len(s.Down)) {
 			return Decision{Action: MarkDone, Entry: active, Version: active.Version,
 				Reason: fmt.Sprintf("every machine of %s runs %s", s.Service, active.Version)}
 		}

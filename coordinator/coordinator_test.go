@@ -353,31 +353,6 @@ func TestStatus(t *testing.T) {
 	}
 }
 
-func TestCompleteTable(t *testing.T) {
-	e := znodes.DeployEntry{Service: "db", Version: "2", SpecID: "s2"}
-	run := func(v, id string, healthy bool) znodes.Current {
-		return znodes.Current{Version: v, SpecID: id, Healthy: healthy, State: znodes.StateRunning}
-	}
-	cases := []struct {
-		name string
-		cur  []znodes.Current
-		down int
-		want bool
-	}{
-		{"all upgraded", []znodes.Current{run("2", "s2", true), run("2", "s2", true)}, 0, true},
-		{"one behind", []znodes.Current{run("2", "s2", true), run("1", "s1", true)}, 0, false},
-		{"one unhealthy", []znodes.Current{run("2", "s2", true), run("2", "s2", false)}, 0, false},
-		{"old spec id", []znodes.Current{run("2", "s1", true)}, 0, false},
-		{"down marker left", []znodes.Current{run("2", "s2", true)}, 1, false},
-		{"no machines", nil, 0, false},
-	}
-	for _, tc := range cases {
-		if got := Complete(e, tc.cur, tc.down); got != tc.want {
-			t.Errorf("%s: Complete = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
-
 func diff(a, b map[string]string) string {
 	var lines []string
 	for k, v := range a {

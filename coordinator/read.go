@@ -153,18 +153,3 @@ func History(c *znodes.Conn) ([]znodes.HistoryEntry, error) {
 	}
 	return out, nil
 }
-
-// Complete reports whether a deploy entry is done: every machine of the
-// service in /dc/current runs the target version of the entry's spec,
-// healthy, and no machine of the service is marked down.
-func Complete(e znodes.DeployEntry, current []znodes.Current, down int) bool {
-	if down > 0 {
-		return false
-	}
-	for _, cur := range current {
-		if cur.Version != e.Version || cur.SpecID != e.SpecID || !cur.Healthy || cur.State != znodes.StateRunning {
-			return false
-		}
-	}
-	return len(current) > 0
-}

@@ -140,7 +140,7 @@ func advanceOnce(c *znodes.Conn, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if !Complete(e.DeployEntry, cur, len(downs)) {
+		if !e.CompletedBy(cur, len(downs)) {
 			return nil
 		}
 		ok, err := MarkDone(c, *e)

@@ -78,6 +78,23 @@ type DeployEntry struct {
 	SettingsOnly bool      `json:"settings_only,omitempty"`
 }
 
+// CompletedBy reports whether the entry is done given its service's
+// /dc/current entries and the number of its /dc/down markers: every machine
+// runs the entry's version from the entry's spec, healthy and running, no
+// machine is down, and there is at least one machine. Agents and the
+// coordinator both apply this rule before marking an entry done.
+func (e DeployEntry) CompletedBy(current []Current, down int) bool {
+	if down > 0 || len(current) == 0 {
+		return false
+	}
+	for _, c := range current {
+		if c.Version != e.Version || c.SpecID != e.SpecID || !c.Healthy || c.State != StateRunning {
+			return false
+		}
+	}
+	return true
+}
+
 // Control holds operator switches at Paths.Control.
 type Control struct {
 	V      int       `json:"v"`
