@@ -83,13 +83,7 @@ func (d Decision) String() string {
 }
 
 // Entry is a deploy queue entry with its znode name and version.
-type Entry struct {
-	// Node is the znode name under /dc/deploy (d-NNNNNNNNNN).
-	Node string
-	// ZVersion is the znode data version, for versioned sets.
-	ZVersion int32
-	znodes.DeployEntry
-}
+type Entry = znodes.QueuedEntry
 
 // Step is an upgrade (or revert) this machine has begun and not finished.
 type Step struct {

@@ -13,11 +13,7 @@ import (
 )
 
 // QueueEntry is a deploy queue entry with its znode name and version.
-type QueueEntry struct {
-	Node     string `json:"node"`
-	ZVersion int32  `json:"znode_version"`
-	znodes.DeployEntry
-}
+type QueueEntry = znodes.QueuedEntry
 
 // ReadHead returns HEAD and its stat, or nil when nothing was pushed yet.
 func ReadHead(c *znodes.Conn) (*znodes.Head, *zk.Stat, error) {

@@ -78,6 +78,16 @@ type DeployEntry struct {
 	SettingsOnly bool      `json:"settings_only,omitempty"`
 }
 
+// QueuedEntry is a deploy entry as read from the queue: its znode name and
+// data version (for versioned sets) with the payload.
+type QueuedEntry struct {
+	// Node is the znode name under /dc/deploy (d-NNNNNNNNNN).
+	Node string `json:"node"`
+	// ZVersion is the znode data version.
+	ZVersion int32 `json:"znode_version"`
+	DeployEntry
+}
+
 // CompletedBy reports whether the entry is done given its service's
 // /dc/current entries and the number of its /dc/down markers: every machine
 // runs the entry's version from the entry's spec, healthy and running, no
