@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"dcroll/integration/zkserver"
 	"dcroll/integration/zktest"
 	"dcroll/znodes"
 )
@@ -79,10 +80,11 @@ func snapshot(t *testing.T, addr string) map[string]string {
 	return out
 }
 
-func TestCLIBadInputChangesNothing(t *testing.T) {
+// zkWithBlob starts a real ZooKeeper with blobHex published and returns it
+// with the --zk flag that points at it.
+func zkWithBlob(t *testing.T) (*zkserver.Server, string) {
+	t.Helper()
 	srv := zktest.Start(t)
-	zkf := "--zk=" + srv.Addr()
-	// Publish the blob the specs use, then push a first spec.
 	c, err := znodes.Dial(context.Background(), znodes.Options{Servers: srv.Addr()})
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +96,11 @@ func TestCLIBadInputChangesNothing(t *testing.T) {
 	if _, err := c.Create(c.Paths().Blob(blobHex), znodes.MustEncode(&znodes.Blob{ID: "sha256:" + blobHex}), 0); err != nil {
 		t.Fatal(err)
 	}
+	return srv, "--zk=" + srv.Addr()
+}
+
+func TestCLIBadInputChangesNothing(t *testing.T) {
+	srv, zkf := zkWithBlob(t)
 	if _, errs, code := run(t, zkf, "push", writeSpec(t, goodSpec("v1", "1"))); code != 0 {
 		t.Fatalf("push v1: %s", errs)
 	}
@@ -178,28 +185,15 @@ func TestBinaryExitCodes(t *testing.T) {
 }
 
 func TestCLIZooKeeperDown(t *testing.T) {
-	start := time.Now()
+	// run's 30s context turns a hang into a different error, failing this.
 	_, errs, code := run(t, "--zk=127.0.0.1:1", "--zk-timeout=1s", "status")
 	if code != 1 || !strings.Contains(errs, "unreachable") || !strings.Contains(errs, "--zk") {
 		t.Fatalf("code %d, err %q", code, errs)
 	}
-	if time.Since(start) > 20*time.Second {
-		t.Fatalf("took %s to report an unreachable ZooKeeper", time.Since(start))
-	}
 }
 
 func TestCLIPushStatusHistoryRollback(t *testing.T) {
-	srv := zktest.Start(t)
-	zkf := "--zk=" + srv.Addr()
-	c, err := znodes.Dial(context.Background(), znodes.Options{Servers: srv.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.EnsureSkeleton()
-	if _, err := c.Create(c.Paths().Blob(blobHex), znodes.MustEncode(&znodes.Blob{ID: "sha256:" + blobHex}), 0); err != nil {
-		t.Fatal(err)
-	}
+	_, zkf := zkWithBlob(t)
 	out, errs, code := run(t, zkf, "push", "--dry-run", writeSpec(t, goodSpec("v1", "1")))
 	if code != 0 || !strings.Contains(out, "dry run") || !strings.Contains(out, "db") {
 		t.Fatalf("dry run: %d %s %s", code, out, errs)

@@ -45,16 +45,8 @@ Examples:
 				if err != nil {
 					return err
 				}
-				return withConn(c, func(conn *znodes.Conn) error {
-					res, err := coordinator.Push(c.Context, conn, sp, coordinator.PushOptions{DryRun: c.Bool("dry-run"), Supersede: c.Bool("supersede")})
-					if err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						return printJSON(c.App.Writer, res)
-					}
-					printPush(c.App.Writer, res)
-					return nil
+				return movePointer(c, func(conn *znodes.Conn) (*coordinator.PushResult, error) {
+					return coordinator.Push(c.Context, conn, sp, coordinator.PushOptions{DryRun: c.Bool("dry-run"), Supersede: c.Bool("supersede")})
 				})
 			},
 		},
@@ -71,16 +63,8 @@ SPEC_ID may be a unique prefix of at least 4 hex digits (see dcroll history).`,
 				if err := needArgs(c, 0, 1, "at most one spec id"); err != nil {
 					return err
 				}
-				return withConn(c, func(conn *znodes.Conn) error {
-					res, err := coordinator.Rollback(c.Context, conn, c.Args().First(), coordinator.PushOptions{DryRun: c.Bool("dry-run")})
-					if err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						return printJSON(c.App.Writer, res)
-					}
-					printPush(c.App.Writer, res)
-					return nil
+				return movePointer(c, func(conn *znodes.Conn) (*coordinator.PushResult, error) {
+					return coordinator.Rollback(c.Context, conn, c.Args().First(), coordinator.PushOptions{DryRun: c.Bool("dry-run")})
 				})
 			},
 		},
@@ -190,6 +174,21 @@ SPEC_ID may be a unique prefix of at least 4 hex digits (see dcroll history).`,
 			},
 		},
 	}
+}
+
+// movePointer runs a push or rollback and prints its result.
+func movePointer(c *cli.Context, move func(*znodes.Conn) (*coordinator.PushResult, error)) error {
+	return withConn(c, func(conn *znodes.Conn) error {
+		res, err := move(conn)
+		if err != nil {
+			return err
+		}
+		if c.Bool("json") {
+			return printJSON(c.App.Writer, res)
+		}
+		printPush(c.App.Writer, res)
+		return nil
+	})
 }
 
 func dash(s string) string {
