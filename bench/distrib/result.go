@@ -1,0 +1,290 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"dcroll/integration/netns"
+)
+
+// Targets the rack-aware swarm must meet.
+const (
+	targetBound   = 1.3  // time <= 1.3 x the lower bound
+	targetSpeedup = 5.0  // >= 5x faster than central copy
+	targetCross   = 1.15 // bytes into racks <= 1.15 x one copy per rack
+)
+
+// Result is one benchmark run.
+type Result struct {
+	Date   time.Time `json:"date"`
+	Config Config    `json:"config"`
+	// BoundSeconds is the swarm lower bound max(S/min(host, uplink), S/seeder):
+	// every host must download S over its link, every rack over its uplink.
+	BoundSeconds float64 `json:"bound_seconds"`
+	// CentralBoundSeconds is central copy's bound max(N*S/seeder,
+	// hostsPerRack*S/uplink, S/host).
+	CentralBoundSeconds float64 `json:"central_bound_seconds"`
+	// OneCopyPerRack is the cross-rack anchor S x racks (the seeder sits on
+	// the core, outside every rack).
+	OneCopyPerRack int64        `json:"one_copy_per_rack_bytes"`
+	Modes          []ModeResult `json:"modes"`
+	Checks         []Check      `json:"checks"`
+}
+
+// ModeResult is one mode's measurement.
+type ModeResult struct {
+	Mode         string  `json:"mode"`
+	Seconds      float64 `json:"seconds"` // "go" until the last host reported its verified blob
+	P50Seconds   float64 `json:"p50_seconds"`
+	RatioToBound float64 `json:"ratio_to_bound"`
+	// IntoRacksBytes counts every byte that crossed a rack uplink from the
+	// core into a rack (headers included; veth counters see GSO segments,
+	// so header overhead is well under 1 %).
+	IntoRacksBytes  int64                      `json:"into_racks_bytes"`
+	IntoRacksRatio  float64                    `json:"into_racks_ratio"` // / (S x racks)
+	PerRack         map[string]netns.LinkBytes `json:"per_rack"`
+	SeederSentBytes int64                      `json:"seeder_sent_bytes"`
+	CPUBusy         float64                    `json:"cpu_busy"`         // machine-wide busy fraction of all cores during the transfer (includes other users)
+	ProcCPUSeconds  float64                    `json:"proc_cpu_seconds"` // user+system CPU of the origin and host processes during the transfer (kernel networking not included)
+	Verified        int                        `json:"verified"`         // hosts whose blob re-hashed correctly
+	// Sources counts hosts by where their blob came from; From* sum what
+	// the hosts' nodes counted per peer class.
+	Sources   map[string]int `json:"sources"`
+	FromRack  int64          `json:"from_rack_bytes"`
+	FromDC    int64          `json:"from_dc_bytes"`
+	FromOther int64          `json:"from_other_bytes"`
+	Racks     []RackResult   `json:"racks"`
+	Hosts     []HostResult   `json:"hosts"`
+	Err       string         `json:"err,omitempty"`
+}
+
+// RackResult is one rack's view of a mode. When LastSeconds is close to
+// UplinkSeconds, the rack's uplink was the bottleneck.
+type RackResult struct {
+	Rack          string  `json:"rack"`
+	LastSeconds   float64 `json:"last_seconds"`   // last host of the rack done
+	IntoBytes     int64   `json:"into_bytes"`     // core -> rack over the uplink
+	UplinkSeconds float64 `json:"uplink_seconds"` // IntoBytes at the uplink rate
+}
+
+// HostResult is one host's fetch.
+type HostResult struct {
+	Machine      string  `json:"machine"`
+	Rack         string  `json:"rack"`
+	Seconds      float64 `json:"seconds"`       // from "go" to its done line
+	FetchSeconds float64 `json:"fetch_seconds"` // as measured by the host
+	Verified     bool    `json:"verified"`
+	Source       string  `json:"source"`     // swarm, webseed (distrib fell back to HTTP) or http (central)
+	FromRack     int64   `json:"from_rack"`  // bytes from same-rack peers (distrib's count)
+	FromDC       int64   `json:"from_dc"`    // from peers in other racks
+	FromOther    int64   `json:"from_other"` // from the origin (seeder, web seed)
+	Err          string  `json:"err,omitempty"`
+}
+
+// Check is one target and whether it was met.
+type Check struct {
+	What  string  `json:"what"`
+	Got   float64 `json:"got"`
+	Limit string  `json:"limit"`
+	OK    bool    `json:"ok"`
+}
+
+func seconds(bytes int64, mbit float64) float64 {
+	if mbit <= 0 {
+		return 0
+	}
+	return float64(bytes) * 8 / (mbit * 1e6)
+}
+
+func newResult(cfg Config) *Result {
+	s := cfg.Size
+	n := int64(cfg.Racks * cfg.Hosts)
+	return &Result{
+		Date:   time.Now().UTC(),
+		Config: cfg,
+		BoundSeconds: max(seconds(s, min(nonZero(cfg.HostMbit), nonZero(cfg.UplinkMbit))),
+			seconds(s, cfg.SeederMbit)),
+		CentralBoundSeconds: max(seconds(n*s, cfg.SeederMbit), seconds(int64(cfg.Hosts)*s, cfg.UplinkMbit),
+			seconds(s, cfg.HostMbit)),
+		OneCopyPerRack: s * int64(cfg.Racks),
+	}
+}
+
+func nonZero(mbit float64) float64 {
+	if mbit <= 0 {
+		return 1e12 // unshaped
+	}
+	return mbit
+}
+
+// finish fills the derived numbers and the target checks.
+func (r *Result) finish() {
+	for i := range r.Modes {
+		m := &r.Modes[i]
+		if r.BoundSeconds > 0 {
+			m.RatioToBound = m.Seconds / r.BoundSeconds
+		}
+		m.IntoRacksRatio = float64(m.IntoRacksBytes) / float64(r.OneCopyPerRack)
+		var t []float64
+		m.Sources = map[string]int{}
+		m.FromRack, m.FromDC, m.FromOther = 0, 0, 0
+		for _, h := range m.Hosts {
+			t = append(t, h.Seconds)
+			if h.Source != "" {
+				m.Sources[h.Source]++
+			}
+			m.FromRack += h.FromRack
+			m.FromDC += h.FromDC
+			m.FromOther += h.FromOther
+		}
+		slices.Sort(t)
+		if len(t) > 0 {
+			m.P50Seconds = t[len(t)/2]
+		}
+		m.Racks = nil
+		for _, rack := range slices.Sorted(maps.Keys(m.PerRack)) {
+			rr := RackResult{Rack: rack, IntoBytes: m.PerRack[rack].Down, UplinkSeconds: seconds(m.PerRack[rack].Down, r.Config.UplinkMbit)}
+			for _, h := range m.Hosts {
+				if h.Rack == rack {
+					rr.LastSeconds = max(rr.LastSeconds, h.Seconds)
+				}
+			}
+			m.Racks = append(m.Racks, rr)
+		}
+	}
+	rack, central := r.mode(ModeRack), r.mode(ModeCentral)
+	if rack == nil || rack.Err != "" {
+		return
+	}
+	r.Checks = append(r.Checks,
+		Check{What: "rack-aware time / bound", Got: rack.RatioToBound, Limit: fmt.Sprintf("<= %.2f", targetBound), OK: rack.RatioToBound <= targetBound},
+		Check{What: "rack-aware bytes into racks / (S x racks)", Got: rack.IntoRacksRatio, Limit: fmt.Sprintf("<= %.2f", targetCross), OK: rack.IntoRacksRatio <= targetCross},
+	)
+	if central != nil && central.Err == "" && rack.Seconds > 0 {
+		sp := central.Seconds / rack.Seconds
+		r.Checks = append(r.Checks, Check{What: "central time / rack-aware time", Got: sp, Limit: fmt.Sprintf(">= %.1f", targetSpeedup), OK: sp >= targetSpeedup})
+	}
+}
+
+func (r *Result) mode(name string) *ModeResult {
+	for i := range r.Modes {
+		if r.Modes[i].Mode == name {
+			return &r.Modes[i]
+		}
+	}
+	return nil
+}
+
+// Markdown renders the run as a markdown section.
+func (r *Result) Markdown() string {
+	c := r.Config
+	var b strings.Builder
+	fmt.Fprintf(&b, "## distrib benchmark %s\n\n", r.Date.Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "%d racks x %d hosts, blob %s, host link %g Mbit/s, rack uplink %g Mbit/s, seeder %g Mbit/s (seeder on the core switch), MTU %d, piece length %s.\n\n",
+		c.Racks, c.Hosts, human(c.Size), c.HostMbit, c.UplinkMbit, c.SeederMbit, c.MTU, pieceLen(c.PieceLength))
+	fmt.Fprintf(&b, "Lower bound S/min(host, uplink) = %.1f s; central copy's own bound N*S/seeder = %.1f s; one copy per rack = S x %d = %s.\n\n",
+		r.BoundSeconds, r.CentralBoundSeconds, c.Racks, human(r.OneCopyPerRack))
+	b.WriteString("| mode | all hosts (s) | p50 host (s) | x bound | into racks | x (S x racks) | seeder sent (x S) | bench CPU (cores) | machine CPU busy | verified | sources |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, m := range r.Modes {
+		if m.Err != "" {
+			fmt.Fprintf(&b, "| %s | failed: %s | | | | | | | | %d/%d | |\n", m.Mode, oneLine(m.Err), m.Verified, c.Racks*c.Hosts)
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.2f | %s | %.2f | %.2f | %.2f | %.0f %% | %d/%d | %s |\n",
+			m.Mode, m.Seconds, m.P50Seconds, m.RatioToBound, human(m.IntoRacksBytes), m.IntoRacksRatio,
+			float64(m.SeederSentBytes)/float64(c.Size), m.ProcCPUSeconds/max(m.Seconds, 1e-9), m.CPUBusy*100, m.Verified, c.Racks*c.Hosts, sources(m.Sources))
+	}
+	b.WriteString("\nPer rack: last host done (s) / bytes into the rack / those bytes at the uplink rate (s); equal times mean the uplink was the bottleneck.\n\n")
+	b.WriteString("| mode | " + strings.Join(r.rackNames(), " | ") + " |\n|---|" + strings.Repeat("---|", len(r.rackNames())) + "\n")
+	for _, m := range r.Modes {
+		if m.Err != "" {
+			continue
+		}
+		fmt.Fprintf(&b, "| %s |", m.Mode)
+		for _, rr := range m.Racks {
+			fmt.Fprintf(&b, " %.1f / %s / %.1f |", rr.LastSeconds, human(rr.IntoBytes), rr.UplinkSeconds)
+		}
+		b.WriteString("\n")
+	}
+	if len(r.Checks) > 0 {
+		b.WriteString("\n| target | got | want | |\n|---|---:|---|---|\n")
+		for _, ch := range r.Checks {
+			mark := "met"
+			if !ch.OK {
+				mark = "MISSED"
+			}
+			fmt.Fprintf(&b, "| %s | %.2f | %s | %s |\n", ch.What, ch.Got, ch.Limit, mark)
+		}
+	}
+	return b.String()
+}
+
+// Write stores distrib-<date>.json and .md in dir.
+func (r *Result) Write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	base := filepath.Join(dir, "distrib-"+r.Date.Format("20060102-150405"))
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(base+".json", append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := os.WriteFile(base+".md", []byte(r.Markdown()), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "results: %s.{json,md}\n", base)
+	return nil
+}
+
+func (r *Result) rackNames() []string {
+	var names []string
+	for i := range r.Config.Racks {
+		names = append(names, fmt.Sprintf("r%d", i))
+	}
+	return names
+}
+
+func sources(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%d B", n)
+	}
+}
+
+func pieceLen(n int64) string {
+	if n == 0 {
+		return "default"
+	}
+	return human(n)
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	s = strings.ReplaceAll(s, "|", "/")
+	if len(s) > 120 {
+		s = s[:120] + "..."
+	}
+	return s
+}
