@@ -238,22 +238,8 @@ func (h *harness) waitAll(n int, version, specID string) {
 	})
 }
 
-type helloStatus struct {
-	Version  string            `json:"version"`
-	Settings map[string]string `json:"settings"`
-	Reloads  int               `json:"reloads"`
-	PID      int               `json:"pid"`
-}
-
-func (h *harness) hello(machine string) (helloStatus, error) {
-	var st helloStatus
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", h.ports[machine]))
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	err = json.NewDecoder(resp.Body).Decode(&st)
-	return st, err
+func (h *harness) hello(machine string) (examplebuild.HelloStatus, error) {
+	return examplebuild.Hello(h.ports[machine])
 }
 
 // downWatcher records the largest number of down markers seen at once.

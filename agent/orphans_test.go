@@ -34,11 +34,13 @@ func TestKillOrphans(t *testing.T) {
 	orphan, bystander := start(dir), start(other)
 	// The shell may not have reached exec yet; wait for the cwd to show.
 	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for !slices.Contains(findOrphans(root, nil), orphan) {
 		if time.Now().After(deadline) {
 			t.Fatalf("orphan %d in %s not found: %v", orphan, dir, findOrphans(root, nil))
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-tick.C
 	}
 	if got := findOrphans(root, map[int]bool{orphan: true}); slices.Contains(got, orphan) {
 		t.Errorf("kept pid reported: %v", got)

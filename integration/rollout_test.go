@@ -3,11 +3,9 @@ package integration
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -437,23 +435,8 @@ func (c *cluster) waitConverged(what, specID string, versions map[string]string,
 	})
 }
 
-type hello struct {
-	Version  string            `json:"version"`
-	Settings map[string]string `json:"settings"`
-	Reloads  int               `json:"reloads"`
-	PID      int               `json:"pid"`
-}
-
-func (c *cluster) hello(m *machine, service string) (hello, error) {
-	var h hello
-	cl := http.Client{Timeout: 2 * time.Second}
-	resp, err := cl.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", m.ports[service]))
-	if err != nil {
-		return h, err
-	}
-	defer resp.Body.Close()
-	err = json.NewDecoder(resp.Body).Decode(&h)
-	return h, err
+func (c *cluster) hello(m *machine, service string) (examplebuild.HelloStatus, error) {
+	return examplebuild.Hello(m.ports[service])
 }
 
 func all() []string { return sortedNames(racks) }
@@ -642,7 +625,7 @@ func TestRollout(t *testing.T) {
 
 	var v5ID string
 	ok = t.Run("settings-only push reloads, restarts nothing", func(t *testing.T) {
-		before := map[string]hello{}
+		before := map[string]examplebuild.HelloStatus{}
 		for _, name := range all() {
 			for _, s := range services {
 				h, err := c.hello(c.machines[name], s)
