@@ -29,9 +29,10 @@ test-short:
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=60s ./spec/
 
-# make bench: Go micro-benchmarks (spec, decision core, tracker ranking).
+# make bench: Go micro-benchmarks (spec parse, decision core, tracker
+# ranking); the distribution benchmark is bench-distrib (root, ~15 min).
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./spec/ ./agent/... ./distrib/...
+	$(GO) test -run='^$$' -bench=. -benchmem ./spec/ ./agent/ ./distrib/
 
 # make bench-distrib: swarm vs random swarm vs central copy on real test
 # hosts in network namespaces (needs root, iproute2 and tc).
