@@ -29,6 +29,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Listening, if set, receives the dashboard's bound address.
 	Listening func(addr string)
+	// Mount adds handlers to the dashboard's server (e.g. "/announce": a
+	// rack-aware tracker, so the tracker runs wherever coordinators run).
+	Mount map[string]http.Handler
 }
 
 // ElectionName is the election every coordinator joins.
@@ -61,7 +64,12 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("coordinator: dashboard listen %s: %w", cfg.HTTPAddr, err)
 		}
-		srv := &http.Server{Handler: Dashboard(c), ReadHeaderTimeout: 5 * time.Second}
+		mux := http.NewServeMux()
+		mux.Handle("/", Dashboard(c))
+		for p, h := range cfg.Mount {
+			mux.Handle(p, h)
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("coordinator: dashboard: %w", err)

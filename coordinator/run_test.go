@@ -59,7 +59,8 @@ func TestRunAdvancesQueueAndServesDashboard(t *testing.T) {
 	errc := make(chan error, 2)
 	for _, id := range []string{"c1", "c2"} {
 		go func() {
-			errc <- Run(ctx, Config{Conn: c, ID: id, HTTPAddr: "127.0.0.1:0", Interval: 50 * time.Millisecond, Listening: func(a string) { addrc <- a }})
+			errc <- Run(ctx, Config{Conn: c, ID: id, HTTPAddr: "127.0.0.1:0", Interval: 50 * time.Millisecond, Listening: func(a string) { addrc <- a },
+				Mount: map[string]http.Handler{"/announce": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tracker "+id) })}})
 		}()
 	}
 	addr := <-addrc
@@ -100,6 +101,9 @@ func TestRunAdvancesQueueAndServesDashboard(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	if got := get(t, "http://"+addr+"/announce"); !strings.HasPrefix(got, "tracker c") {
+		t.Errorf("mounted /announce answered %q", got)
 	}
 	page := get(t, "http://"+addr+"/")
 	if !strings.Contains(page, "dcroll data center") || !strings.Contains(page, "m2") {

@@ -138,7 +138,12 @@ func publishOne(ctx context.Context, c *znodes.Conn, st *Store, file string, tra
 	if len(trackers) > 0 {
 		mi.Announce = trackers[0]
 		if len(trackers) > 1 {
-			mi.AnnounceList = metainfo.AnnounceList{trackers}
+			// One tier per tracker: BEP 12 clients announce to one tracker
+			// of each tier, so every tracker (origin, coordinators) sees
+			// every peer and their answers agree.
+			for _, tr := range trackers {
+				mi.AnnounceList = append(mi.AnnounceList, []string{tr})
+			}
 		}
 	}
 	var urls []string

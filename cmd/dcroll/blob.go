@@ -42,6 +42,7 @@ From built files to a pushed spec, two commands:
 					storeFlag,
 					&cli.StringFlag{Name: "origin", EnvVars: []string{"DCROLL_ORIGIN"}, Required: true, Usage: "the origin's HTTP `URL` (web seed and tracker), as agents reach it"},
 					&cli.Int64Flag{Name: "piece-length", Usage: "BitTorrent piece length in bytes (default: 4 MiB, larger for huge blobs)"},
+					&cli.StringSliceFlag{Name: "tracker", Usage: "announce `URL` (repeat; default ORIGIN/announce; add coordinators' http://HOST:7080/announce for trackers that survive the origin)"},
 					&cli.StringFlag{Name: "spec", Usage: "write the ids into `SPEC.yaml`: arguments are SERVICE=FILE"},
 					jsonFlag,
 				},
@@ -65,7 +66,7 @@ From built files to a pushed spec, two commands:
 						return fmt.Errorf("open store: %w", err)
 					}
 					return withConn(c, func(conn *znodes.Conn) error {
-						blobs, err := distrib.Publish(c.Context, conn, st, files, distrib.PublishOptions{OriginURL: strings.TrimRight(c.String("origin"), "/"), PieceLength: c.Int64("piece-length")})
+						blobs, err := distrib.Publish(c.Context, conn, st, files, distrib.PublishOptions{OriginURL: strings.TrimRight(c.String("origin"), "/"), Trackers: c.StringSlice("tracker"), PieceLength: c.Int64("piece-length")})
 						if err != nil {
 							return err
 						}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"dcroll/coordinator"
+	"dcroll/distrib"
 	"dcroll/znodes"
 )
 
@@ -34,6 +36,7 @@ web dashboard at /, the status API at /api/status and Prometheus metrics at
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "http", Value: "127.0.0.1:7080", EnvVars: []string{"DCROLL_COORDINATOR_HTTP"}, Usage: "dashboard and metrics `ADDR`"},
 			&cli.StringFlag{Name: "id", Usage: "candidate id in the election (default host:pid)"},
+			&cli.BoolFlag{Name: "tracker", Value: true, Usage: "also serve the rack-aware BitTorrent tracker at /announce (publish with --tracker http://THIS/announce)"},
 			sessionTimeoutFlag,
 		},
 		Action: func(c *cli.Context) error {
@@ -42,7 +45,13 @@ web dashboard at /, the status API at /api/status and Prometheus metrics at
 				return err
 			}
 			defer conn.Close()
-			return coordinator.Run(c.Context, coordinator.Config{Conn: conn, ID: c.String("id"), HTTPAddr: c.String("http"), Logger: logger(c)})
+			cfg := coordinator.Config{Conn: conn, ID: c.String("id"), HTTPAddr: c.String("http"), Logger: logger(c)}
+			if c.Bool("tracker") {
+				racks := distrib.NewRackMap(conn, logger(c))
+				go func() { _ = racks.Run(c.Context) }()
+				cfg.Mount = map[string]http.Handler{"/announce": distrib.NewTracker(distrib.TrackerConfig{Racks: racks, Logger: logger(c)})}
+			}
+			return coordinator.Run(c.Context, cfg)
 		},
 	}
 }
