@@ -103,6 +103,34 @@ func (rt *runtime) agentPayload() ([]byte, error) {
 	return znodes.Encode(&a)
 }
 
+// publishLocked keeps /dc/agents/<machine> locked_bytes true: it rewrites
+// the registration whenever the mlocked total changes (checked every 2 s).
+func (rt *runtime) publishLocked(ctx context.Context, reg *znodes.Registration, node *distrib.Node) {
+	last := node.Locker().Locked()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := node.Locker().Locked()
+		if n == last {
+			continue
+		}
+		b, err := rt.agentPayload()
+		if err == nil {
+			err = reg.Update(b)
+		}
+		if err != nil {
+			rt.log.Warn("update agent registration", "err", err)
+			continue
+		}
+		last = n
+	}
+}
+
 // Run is the agent: it boots the locally remembered version of every
 // service (no ZooKeeper needed), serves /metrics and /status, connects to
 // ZooKeeper (retrying forever; services keep running meanwhile), starts
@@ -214,6 +242,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	rt.log.Info("agent running", "services", cfg.Services, "peer", rt.peerAddr, "rack", cfg.Rack)
+	if node, ok := f.(*distrib.Node); ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rt.publishLocked(ctx, reg, node)
+		}()
+	}
 
 	errc := make(chan error, len(rt.workers))
 	for _, w := range rt.workers {
