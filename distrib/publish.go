@@ -21,17 +21,21 @@ import (
 	"dcroll/znodes"
 )
 
-// DefaultPieceLength is 4 MiB, Uber Kraken's choice for multi-GiB blobs in
-// a data center: few enough pieces that the metainfo stays small and the
-// per-piece overhead (requests, hashing, have messages) is negligible,
-// small enough that a 4-16 MiB blob still has several pieces to share.
-// Not yet measured here against smaller pieces: the netns benchmark should.
-const DefaultPieceLength = 4 << 20
+// DefaultPieceLength is 256 KiB. A host can share a piece only once it
+// holds all of it, and anacrolix v1.59.1 keeps up to ~15 MiB of requests
+// outstanding per connection, served in random order: the larger the piece,
+// the later it completes at each hop of a rack's chain (see Ranking).
+// Measured with bench/distrib (3 racks x 8 hosts, 128 MiB, 16 Mbit/s
+// hosts, chained racks with cross-rack gateway links): 256 KiB 118 s,
+// 1 MiB 134 s; without cross-rack links 256 KiB 96 s. Kraken's 4 MiB may
+// suit 10 Gbit/s links better: measure. Blobs over ~6.4 GiB get larger
+// pieces (maxPieces).
+const DefaultPieceLength = 256 << 10
 
 // maxPieces bounds the piece hashes (20 bytes each) in a metainfo to 512
 // KiB: the Blob znode carries the metainfo base64-encoded in JSON (x4/3)
-// and must stay under znodes.MaxPayload (900 KiB). 4 MiB pieces reach it
-// at ~100 GiB; larger blobs get larger pieces.
+// and must stay under znodes.MaxPayload (900 KiB). 256 KiB pieces reach
+// it at ~6.4 GiB; larger blobs get larger pieces.
 const maxPieces = (512 << 10) / 20
 
 // ErrBadMetainfo is wrapped when a published metainfo is unsafe or does not

@@ -22,24 +22,29 @@ type PeerLoc struct {
 // Ranking decides which peers the tracker hands to an announcer.
 //
 // Rack-aware (the default), for an announcer in rack R of data center D:
-//  1. every other member of R (in a per-announcer hash order, which spreads
-//     load), up to the handout size;
+//  1. its neighbours in R's chain, then R's seeders (see rackNeighbours),
+//     up to the handout size;
 //  2. if the announcer is one of R's gateways for this blob, CrossRack
 //     gateways of other racks in D, then OtherDC gateways of other data
 //     centers (or peers of unknown location);
-//  3. the origin seeders, always, last.
+//  3. if the announcer is a gateway, the origin seeders, last.
 //
 // A rack's gateways are its Gateways earliest announcers of the blob: they
-// are the only members that exchange data with other racks, so a blob
-// crosses each rack uplink about once and the rest of the rack pulls it
-// from inside (the origin stays reachable for every member, as a last
-// resort). Earliest-first keeps the choice stable while members join.
+// are the only members that exchange data with other racks or the origin,
+// so a blob crosses each rack uplink about once and the rest of the rack
+// pulls it from inside. Earliest-first keeps the choice stable while
+// members join; when a gateway leaves (stopped, or expired after 2x the
+// announce interval) the next earliest member becomes the gateway and gets
+// the origin on its next announce. A member that still stalls falls back to
+// the web seed (Node.Fetch).
 //
-// An announcer of unknown location gets everyone (hash order). Random hands
-// out a hash-ordered sample regardless of location, for benchmarks.
+// The origin itself gets every rack's gateways (hash order). An announcer of
+// unknown location gets everyone and the origin (hash order). Random hands
+// out a hash-ordered sample and the origin regardless of location, for
+// benchmarks.
 type Ranking struct {
-	CrossRack int  // other-rack peers of the same DC per gateway (0: 2; <0: none)
-	OtherDC   int  // peers of other DCs or unknown location per gateway (0: 1; <0: none)
+	CrossRack int  // other-rack peers of the same DC per gateway (0: 2, or none when an origin is handed out; <0: none)
+	OtherDC   int  // peers of other DCs or unknown location per gateway (0: 1, or none when an origin is handed out; <0: none)
 	Gateways  int  // gateways per rack and blob (0: 1)
 	Random    bool // ignore location
 }
@@ -62,8 +67,8 @@ func quota(v, def int) int {
 	return v
 }
 
-// Rank returns at most n peers (more only to include every origin), never
-// self. It is a pure function of its arguments.
+// Rank returns at most n peers (more only to include every origin, for a
+// gateway), never self. It is a pure function of its arguments.
 func (r Ranking) Rank(self PeerLoc, peers []PeerLoc, n int) []PeerLoc {
 	crossQ, otherQ, gw := quota(r.CrossRack, 2), quota(r.OtherDC, 1), quota(r.Gateways, 1)
 	var origins, rest []PeerLoc
@@ -82,47 +87,99 @@ func (r Ranking) Rank(self PeerLoc, peers []PeerLoc, n int) []PeerLoc {
 		slices.SortStableFunc(ps, func(a, b PeerLoc) int { return cmp.Compare(pairHash(self, a), pairHash(self, b)) })
 	}
 	byHash(origins)
+	if self.Origin && !r.Random {
+		// The origin feeds the gateways only (they connect to it as well).
+		var gws []PeerLoc
+		for _, g := range r.gatewaysByRack(rest, gw) {
+			gws = append(gws, g...)
+		}
+		byHash(gws)
+		return gws[:min(n, len(gws))]
+	}
 	if r.Random || self.Rack == "" {
 		byHash(rest)
 		return append(rest[:min(slots, len(rest))], origins...)
 	}
-	var same []PeerLoc
-	racks := map[[2]string][]PeerLoc{} // other racks (and unknown locations, one "rack" each)
+	var same, others []PeerLoc
 	for _, p := range rest {
-		switch {
-		case p.Rack == self.Rack && p.DC == self.DC:
+		if p.Rack == self.Rack && p.DC == self.DC {
 			same = append(same, p)
-		case p.Rack == "":
-			racks[[2]string{"?", p.Addr.String()}] = []PeerLoc{p}
-		default:
-			k := [2]string{p.DC, p.Rack}
-			racks[k] = append(racks[k], p)
+		} else {
+			others = append(others, p)
 		}
 	}
 	var cross, other []PeerLoc
-	for k, members := range racks {
-		for _, g := range gateways(members, gw) {
-			if k[0] == self.DC {
-				cross = append(cross, g)
-			} else {
-				other = append(other, g)
-			}
+	for k, gs := range r.gatewaysByRack(others, gw) {
+		if k[0] == self.DC {
+			cross = append(cross, gs...)
+		} else {
+			other = append(other, gs...)
 		}
 	}
-	byHash(same)
+	isGW := isGateway(self, same, gw)
+	same = r.rackNeighbours(self, same, gw)
 	byHash(cross)
 	byHash(other)
-	crossN, otherN := 0, 0
-	if isGateway(self, same, gw) {
-		crossN = min(crossQ, len(cross), slots)
-		otherN = min(otherQ, len(other), slots-crossN)
+	if !isGW {
+		return same[:min(len(same), n)]
 	}
+	if len(origins) > 0 && r.CrossRack == 0 && r.OtherDC == 0 {
+		// Default quotas with an origin: it feeds every gateway, and a
+		// gateway uploading to other racks' gateways starves its own chain
+		// (and pulls extra copies across the uplinks).
+		crossQ, otherQ = 0, 0
+	}
+	crossN := min(crossQ, len(cross), slots)
+	otherN := min(otherQ, len(other), slots-crossN)
 	sameN := min(len(same), slots-crossN-otherN)
 	out := make([]PeerLoc, 0, sameN+crossN+otherN+len(origins))
 	out = append(out, same[:sameN]...)
 	out = append(out, cross[:crossN]...)
 	out = append(out, other[:otherN]...)
 	return append(out, origins...)
+}
+
+// rackNeighbours returns the announcer's neighbours in its rack's chains,
+// then the rack's seeders. Members in announce order m0, m1, ... form g
+// chains (m_i next to m_{i-g} and m_{i+g}; the gateways m_0..m_{g-1} head
+// them). A chain sends every piece over each host link once: in a mesh,
+// anacrolix v1.59.1 keeps up to ~1000 requests (15 MiB) outstanding per
+// connection and serves them in random order, so every member asks the
+// gateway for every piece it has and the gateway's uplink carries each
+// piece once per member. Seeders (complete members) are extra sources.
+func (r Ranking) rackNeighbours(self PeerLoc, same []PeerLoc, g int) []PeerLoc {
+	members := append(slices.Clone(same), self)
+	slices.SortFunc(members, earliest)
+	pos := slices.IndexFunc(members, func(p PeerLoc) bool { return p.Addr == self.Addr })
+	var out, seeders []PeerLoc
+	for i, p := range members {
+		switch {
+		case i == pos:
+		case i == pos-g || i == pos+g:
+			out = append(out, p)
+		case p.Seeder:
+			seeders = append(seeders, p)
+		}
+	}
+	slices.SortStableFunc(seeders, func(a, b PeerLoc) int { return cmp.Compare(pairHash(self, a), pairHash(self, b)) })
+	return append(out, seeders...)
+}
+
+// gatewaysByRack groups peers by (DC, rack), a peer of unknown location
+// being a rack of its own, and returns each rack's g gateways.
+func (r Ranking) gatewaysByRack(peers []PeerLoc, g int) map[[2]string][]PeerLoc {
+	racks := map[[2]string][]PeerLoc{}
+	for _, p := range peers {
+		k := [2]string{p.DC, p.Rack}
+		if p.Rack == "" {
+			k = [2]string{"?", p.Addr.String()}
+		}
+		racks[k] = append(racks[k], p)
+	}
+	for k, members := range racks {
+		racks[k] = gateways(members, g)
+	}
+	return racks
 }
 
 // gateways returns the g earliest members of one rack.

@@ -16,6 +16,11 @@ func origin(addr string) PeerLoc {
 	return PeerLoc{Addr: netip.MustParseAddrPort(addr), Origin: true}
 }
 
+func seeder(p PeerLoc) PeerLoc {
+	p.Seeder = true
+	return p
+}
+
 func machines(ps []PeerLoc) []string {
 	var out []string
 	for _, p := range ps {
@@ -59,6 +64,7 @@ func TestRankPeers(t *testing.T) {
 	unk := PeerLoc{Addr: netip.MustParseAddrPort("10.9.9.9:6881"), Since: t0}
 	org := origin("10.0.0.1:6881")
 	all := []PeerLoc{org, a11, a12, a13, a14, a21, a22, a31, b11, unk}
+	noOrigin := all[1:]
 
 	tests := []struct {
 		name    string
@@ -69,7 +75,8 @@ func TestRankPeers(t *testing.T) {
 		classes string // R same rack, D other rack same dc, X other, O origin
 		check   func(t *testing.T, got []PeerLoc)
 	}{
-		{name: "gateway: rack, 2 cross-rack gateways, 1 other, origin last", self: a11, peers: all, n: 10, classes: "RRRDDXO",
+		{name: "gateway with an origin: chain successor, then the origin", self: a11, peers: all, n: 10, classes: "RO"},
+		{name: "gateway without origin: chain successor, 2 cross-rack gateways, 1 other", self: a11, peers: noOrigin, n: 10, classes: "RDDX",
 			check: func(t *testing.T, got []PeerLoc) {
 				for _, p := range got {
 					if p.Machine == "a2-2" {
@@ -77,12 +84,23 @@ func TestRankPeers(t *testing.T) {
 					}
 				}
 			}},
-		{name: "non-gateway: own rack and origin only", self: a13, peers: all, n: 10, classes: "RRRO"},
-		{name: "self excluded by machine even at another address", self: loc("10.0.1.9:1", "a1-2", "a1", "dc1", 1), peers: all, n: 10, classes: "RRRO"},
-		{name: "small n keeps cross-rack quota for the gateway", self: a11, peers: all, n: 3, classes: "DDO"},
-		{name: "n=0 still hands out the origin", self: a13, peers: all, n: 0, classes: "O"},
-		{name: "rack quota capped by n", self: a13, peers: all, n: 3, classes: "RRO"},
-		{name: "lone member of a rack is its gateway", self: a31, peers: all, n: 10, classes: "DDXO",
+		{name: "non-gateway: its two chain neighbours only, no origin", self: a13, peers: all, n: 10, classes: "RR",
+			check: func(t *testing.T, got []PeerLoc) {
+				if a, b := got[0].Machine, got[1].Machine; a != "a1-2" || b != "a1-4" {
+					t.Errorf("got %v, want a1-2 (predecessor) and a1-4 (successor)", machines(got))
+				}
+			}},
+		{name: "chain tail: predecessor, then the rack's seeders", self: a14, peers: []PeerLoc{org, seeder(a11), a12, a13, a21}, n: 10, classes: "RR",
+			check: func(t *testing.T, got []PeerLoc) {
+				if a, b := got[0].Machine, got[1].Machine; a != "a1-3" || b != "a1-1" {
+					t.Errorf("got %v, want a1-3 then seeder a1-1", machines(got))
+				}
+			}},
+		{name: "self excluded by machine even at another address", self: loc("10.0.1.9:1", "a1-2", "a1", "dc1", 1), peers: all, n: 10, classes: "RR"},
+		{name: "small n keeps cross-rack quota for the gateway", self: a11, peers: noOrigin, n: 3, classes: "DDX"},
+		{name: "n=0 still hands the gateway the origin", self: a11, peers: all, n: 0, classes: "O"},
+		{name: "rack quota capped by n", self: a13, peers: all, n: 1, classes: "R"},
+		{name: "lone member of a rack is its gateway", self: a31, peers: noOrigin, n: 10, classes: "DDX",
 			check: func(t *testing.T, got []PeerLoc) {
 				want := map[string]bool{"a1-1": true, "a2-1": true}
 				for _, p := range got[:2] {
@@ -91,8 +109,25 @@ func TestRankPeers(t *testing.T) {
 					}
 				}
 			}},
-		{name: "custom quotas: 1 cross, no other DC", rank: Ranking{CrossRack: 1, OtherDC: -1}, self: a11, peers: all, n: 10, classes: "RRRDO"},
-		{name: "two gateways per rack", rank: Ranking{Gateways: 2}, self: a12, peers: all, n: 10, classes: "RRRDDXO"}, // a1-2 is a gateway now
+		{name: "custom quotas: 1 cross, no other DC", rank: Ranking{CrossRack: 1, OtherDC: -1}, self: a11, peers: all, n: 10, classes: "RDO"},
+		{name: "two gateways per rack: two chains", rank: Ranking{Gateways: 2}, self: a12, peers: all, n: 10, classes: "RO", // a1-2 is a gateway now, a1-4 its successor
+			check: func(t *testing.T, got []PeerLoc) {
+				if got[0].Machine != "a1-4" {
+					t.Errorf("got %v, want a1-4 first", machines(got))
+				}
+			}},
+		{name: "origin gets every rack's gateway only", self: org, peers: all, n: 10, classes: "",
+			check: func(t *testing.T, got []PeerLoc) {
+				want := map[string]bool{"a1-1": true, "a2-1": true, "a3-1": true, "b1-1": true, "": true} // "": the unknown peer
+				if len(got) != len(want) {
+					t.Fatalf("got %v, want one gateway per rack", machines(got))
+				}
+				for _, p := range got {
+					if !want[p.Machine] {
+						t.Errorf("origin handed non-gateway %s: %v", p.Machine, machines(got))
+					}
+				}
+			}},
 		{name: "unknown announcer gets everyone", self: PeerLoc{Addr: netip.MustParseAddrPort("10.8.8.8:1")}, peers: all, n: 20, classes: "",
 			check: func(t *testing.T, got []PeerLoc) {
 				if len(got) != len(all) || !got[len(got)-1].Origin {
@@ -140,24 +175,34 @@ func TestRankPeers(t *testing.T) {
 	}
 }
 
-func TestRankSpreadsLoad(t *testing.T) {
-	// 40 members of one rack, handout 10: different announcers get
-	// different first peers (hash order), so no member is everyone's first.
+func TestRankChainsRack(t *testing.T) {
+	// 40 members of one rack, handout 10: in announce order they form a
+	// chain, so every member is handed to at most two others and uploads
+	// to one successor (the gateway heads it).
 	var rack []PeerLoc
 	for i := range 40 {
 		rack = append(rack, loc(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(i + 1)}), 6881).String(), "m"+string(rune('A'+i)), "r", "dc", i))
 	}
-	firsts := map[string]int{}
-	for _, self := range rack {
+	handed := map[string]int{}
+	for i, self := range rack {
 		got := RankPeers(self, rack, 10)
-		if len(got) != 10 {
-			t.Fatalf("got %d peers, want 10", len(got))
+		var want []string
+		if i > 0 {
+			want = append(want, rack[i-1].Machine)
 		}
-		firsts[got[0].Machine]++
+		if i < len(rack)-1 {
+			want = append(want, rack[i+1].Machine)
+		}
+		if g := machines(got); len(g) != len(want) || (len(g) > 0 && g[0] != want[0]) || (len(g) > 1 && g[1] != want[1]) {
+			t.Fatalf("member %d got %v, want %v", i, g, want)
+		}
+		for _, p := range got {
+			handed[p.Machine]++
+		}
 	}
-	for m, c := range firsts {
-		if c > 8 {
-			t.Fatalf("%s is the first peer of %d announcers of 40", m, c)
+	for m, c := range handed {
+		if c > 2 {
+			t.Fatalf("%s handed to %d announcers, want at most 2", m, c)
 		}
 	}
 }

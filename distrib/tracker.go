@@ -27,8 +27,8 @@ const DefaultMaxPeers = 10
 type TrackerConfig struct {
 	// Racks locates announcers and peers (nil: every location is unknown).
 	Racks *RackMap
-	// Origins are the origin seeders' BitTorrent addresses: handed to every
-	// announcer, last, whether or not they announced.
+	// Origins are the origin seeders' BitTorrent addresses: handed, last,
+	// to each rack's gateways (see Ranking) whether or not they announced.
 	Origins []netip.AddrPort
 	// MaxPeers per answer (default DefaultMaxPeers; origins come on top).
 	MaxPeers int

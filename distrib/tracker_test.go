@@ -115,16 +115,16 @@ func TestTrackerAnnounces(t *testing.T) {
 		t.Fatalf("first announcer got %v, want only the origin", got)
 	}
 	clk.Add(time.Second)
-	if got, _ := announce(t, srv, ih, "10.0.0.1", 6881, "started", 100); fmt.Sprint(got) != "[10.0.1.1:6881 10.9.0.1:7000]" {
-		t.Fatalf("a1 (gateway) got %v, want rb's gateway then the origin", got)
+	if got, _ := announce(t, srv, ih, "10.0.0.1", 6881, "started", 100); fmt.Sprint(got) != "[10.9.0.1:7000]" {
+		t.Fatalf("a1 (gateway) got %v, want only the origin (it feeds every gateway; no cross-rack peers)", got)
 	}
 	clk.Add(time.Second)
-	if got, _ := announce(t, srv, ih, "10.0.0.2", 6881, "started", 100); fmt.Sprint(got) != "[10.0.0.1:6881 10.9.0.1:7000]" {
-		t.Fatalf("a2 got %v, want its rack then the origin", got)
+	if got, _ := announce(t, srv, ih, "10.0.0.2", 6881, "started", 100); fmt.Sprint(got) != "[10.0.0.1:6881]" {
+		t.Fatalf("a2 got %v, want its chain predecessor (gateway a1) only", got)
 	}
 	clk.Add(time.Second)
-	if got, _ := announce(t, srv, ih, "10.0.1.2", 6881, "started", 100); fmt.Sprint(got) != "[10.0.1.1:6881 10.9.0.1:7000]" {
-		t.Fatalf("b2 got %v, want its rack then the origin", got)
+	if got, _ := announce(t, srv, ih, "10.0.1.2", 6881, "started", 100); fmt.Sprint(got) != "[10.0.1.1:6881]" {
+		t.Fatalf("b2 got %v, want its chain predecessor (gateway b1) only", got)
 	}
 	// Same IP, other port: a different peer (several clients per host).
 	if got, _ := announce(t, srv, ih, "10.0.1.2", 7777, "", 100); len(got) != 5 {
