@@ -665,7 +665,9 @@ func TestRollout(t *testing.T) {
 		m5 := c.machines["m5"]
 		c.signal(m5, syscall.SIGTERM)
 		c.stopServices(m5)
-		m5.dir = t.TempDir() // a fresh machine: no local state
+		// A fresh machine: no local state. Under the parent test's temp dir,
+		// so teardown still finds (and stops) the services it starts.
+		m5.dir = c.t.TempDir()
 		m5.log = filepath.Join(m5.dir, "agent.log")
 		zktest.WaitFor(t, 20*time.Second, "m5 unregistered", func() (bool, error) {
 			_, a := c.current("store")["m5"]

@@ -46,7 +46,6 @@ func main() {
 	defer stop()
 	d := &demo{bin: *bin, dir: *dir, start: time.Now()}
 	err := d.run(ctx, *racks, *perRack)
-	d.shutdown()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dcdemo:", err)
 		os.Exit(1)
@@ -77,7 +76,11 @@ func (d *demo) run(ctx context.Context, racks, perRack int) error {
 	if err != nil {
 		return err
 	}
-	defer srv.Stop()
+	// Daemons stop first, while ZooKeeper still serves their goodbyes.
+	defer func() {
+		d.shutdown()
+		srv.Stop()
+	}()
 	d.zk = srv.Addr()
 	d.say("ZooKeeper serving at %s", d.zk)
 	d.conn, err = znodes.Dial(ctx, znodes.Options{Servers: d.zk, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
