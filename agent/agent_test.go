@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -107,16 +106,6 @@ func (h *harness) publish(file string) string {
 	return id
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // start runs an agent for machine (rack) with service web until stop;
 // opts adjust its configuration.
 func (h *harness) start(machine, rack string, opts ...func(*agent.Config)) {
@@ -125,8 +114,8 @@ func (h *harness) start(machine, rack string, opts ...func(*agent.Config)) {
 	defer h.mu.Unlock()
 	if h.dirs[machine] == "" {
 		h.dirs[machine] = h.t.TempDir()
-		h.ports[machine] = freePort(h.t)
-		h.http[machine] = fmt.Sprintf("127.0.0.1:%d", freePort(h.t))
+		h.ports[machine] = zktest.FreePort(h.t)
+		h.http[machine] = fmt.Sprintf("127.0.0.1:%d", zktest.FreePort(h.t))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

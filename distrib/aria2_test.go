@@ -3,7 +3,6 @@ package distrib
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
+
+	"dcroll/integration/zktest"
 )
 
 // TestAria2Interop: aria2c downloads a published blob from our origin
@@ -66,7 +67,7 @@ func TestAria2Interop(t *testing.T) {
 			out := filepath.Join(dir, "out")
 			cmd := exec.CommandContext(ctx, aria2, "--seed-time=0", "--enable-dht=false", "--bt-enable-lpd=false",
 				"--enable-peer-exchange=false", "--console-log-level=warn", "--summary-interval=0",
-				"--listen-port="+freePort(t), "--bt-stop-timeout=60", "--dir", out, tor)
+				"--listen-port="+strconv.Itoa(zktest.FreePort(t)), "--bt-stop-timeout=60", "--dir", out, tor)
 			b, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("aria2c: %v\n%s", err, b)
@@ -82,13 +83,4 @@ func TestAria2Interop(t *testing.T) {
 			}
 		})
 	}
-}
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,16 +113,6 @@ type cluster struct {
 	w        *watcher.Watcher
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	bin := agentBinary(t)
@@ -176,9 +165,9 @@ func newCluster(t *testing.T) *cluster {
 	t.Cleanup(c.w.Close)
 
 	for name, rack := range racks {
-		m := &machine{name: name, rack: rack, dir: t.TempDir(), ports: map[string]int{}, httpAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+		m := &machine{name: name, rack: rack, dir: t.TempDir(), ports: map[string]int{}, httpAddr: fmt.Sprintf("127.0.0.1:%d", zktest.FreePort(t))}
 		for _, s := range services {
-			m.ports[s] = freePort(t)
+			m.ports[s] = zktest.FreePort(t)
 		}
 		m.log = filepath.Join(m.dir, "agent.log")
 		c.machines[name] = m

@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"dcroll/integration/zktest"
 	"dcroll/spec"
 )
 
@@ -43,7 +45,7 @@ func TestWaitHealthy(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	closedPort := freePort(t)
+	closedPort := strconv.Itoa(zktest.FreePort(t))
 
 	dir := t.TempDir()
 	mustWrite(t, filepath.Join(dir, "check.sh"), "#!/bin/sh\n[ \"$DCROLL_PORT\" = 9 ] && [ -e check.sh ]\n")
@@ -101,7 +103,7 @@ func TestWaitHealthy(t *testing.T) {
 func TestWaitHealthyProcessExits(t *testing.T) {
 	exited := make(chan struct{})
 	time.AfterFunc(100*time.Millisecond, func() { close(exited) })
-	c := &TCPChecker{Addr: "127.0.0.1:" + freePort(t), Timeout: time.Second}
+	c := &TCPChecker{Addr: "127.0.0.1:" + strconv.Itoa(zktest.FreePort(t)), Timeout: time.Second}
 	start := time.Now()
 	err := WaitHealthy(context.Background(), c, exited, time.Second, time.Minute, 20*time.Millisecond)
 	if !errors.Is(err, ErrExited) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"dcroll/examples/examplebuild"
+	"dcroll/integration/zktest"
 	"dcroll/spec"
 )
 
@@ -88,7 +89,7 @@ func helloConfig(t *testing.T, version string, broken bool) Config {
 		Dir: dir, Run: []string{"./bin/hello", "--port=${DCROLL_PORT}"},
 		Service: "web", Version: version, Machine: "m1",
 		SettingsFile: filepath.Join(tmp, "settings.json"),
-		Env:          []string{"DCROLL_PORT=" + freePort(t)},
+		Env:          []string{"DCROLL_PORT=" + strconv.Itoa(zktest.FreePort(t))},
 		LogPath:      filepath.Join(tmp, "web.log"),
 		Grace:        5 * time.Second,
 		BackoffMin:   20 * time.Millisecond,

@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -99,9 +98,9 @@ func (d *demo) run(ctx context.Context, racks, perRack int) error {
 		return err
 	}
 
-	originHTTP := freeAddr("127.0.0.1")
+	originHTTP := fmt.Sprintf("127.0.0.1:%d", freePort())
 	d.spawn("origin", "origin", "--store", filepath.Join(d.dir, "origin"), "--listen", "127.0.0.1:0", "--http", originHTTP)
-	dash := freeAddr("127.0.0.1")
+	dash := fmt.Sprintf("127.0.0.1:%d", freePort())
 	d.spawn("coordinator", "coordinator", "--http", dash)
 	d.say("origin (seeder, web seed, rack-aware tracker) at http://%s; dashboard at http://%s/", originHTTP, dash)
 
@@ -305,6 +304,15 @@ func (d *demo) dcroll(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// freePort returns a port on 127.0.0.1 that was free a moment ago.
+func freePort() int {
+	ports, err := zkserver.FreePorts(1)
+	if err != nil {
+		return 0
+	}
+	return ports[0]
+}
+
 // spawn starts a long-running dcroll daemon with its log in logs/<name>.log.
 func (d *demo) spawn(name string, args ...string) {
 	logf, err := os.Create(filepath.Join(d.dir, "logs", name+".log"))
@@ -340,24 +348,6 @@ func (d *demo) shutdown() {
 		d.conn.Close()
 	}
 	d.say("demo data center stopped; logs are in %s/logs", d.dir)
-}
-
-func freeAddr(ip string) string {
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		return ip + ":0"
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func indent(s string) string {

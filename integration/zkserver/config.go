@@ -237,13 +237,13 @@ func (c nodeConfig) javaArgs(inst installation) []string {
 }
 
 // pickPorts is freePorts, replaced in tests to force a port clash.
-var pickPorts = freePorts
+var pickPorts = FreePorts
 
-// freePorts returns n distinct ports that were free on 127.0.0.1 a moment
+// FreePorts returns n distinct ports that were free on 127.0.0.1 a moment
 // ago. All listeners are held until all ports are chosen, so they differ;
 // another process can still take one before the server binds it, which Start
 // detects and retries.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	var lns []net.Listener
 	defer func() {

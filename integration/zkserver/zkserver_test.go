@@ -173,14 +173,14 @@ func clashingPorts(t *testing.T, taken int) {
 	calls := 0
 	pickPorts = func(n int) ([]int, error) {
 		calls++
-		ports, err := freePorts(n)
+		ports, err := FreePorts(n)
 		if err == nil && calls == 1 {
 			ports[taken] = ln.Addr().(*net.TCPAddr).Port
 		}
 		return ports, err
 	}
 	t.Cleanup(func() {
-		pickPorts = freePorts
+		pickPorts = FreePorts
 		if calls < 2 {
 			t.Errorf("pickPorts called %d times, want a retry", calls)
 		}

@@ -243,3 +243,13 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 		<-tick.C
 	}
 }
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ports, err := zkserver.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ports[0]
+}
