@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -240,8 +242,11 @@ func (c nodeConfig) javaArgs(inst installation) []string {
 var pickPorts = FreePorts
 
 // FreePorts returns n distinct ports that were free on 127.0.0.1 a moment
-// ago. All listeners are held until all ports are chosen, so they differ;
-// another process can still take one before the server binds it, which Start
+// ago, chosen at random below the kernel's ephemeral range: a port picked
+// by bind(0) comes from that range, and outgoing connections (ZooKeeper
+// clients, BitTorrent peers) can take it before a server binds it. All
+// listeners are held until all ports are chosen, so they differ; another
+// process can still take one before the server binds it, which Start
 // detects and retries.
 func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
@@ -251,13 +256,31 @@ func FreePorts(n int) ([]int, error) {
 			ln.Close()
 		}
 	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	lo, hi := portWindow()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			return nil, fmt.Errorf("find free port: none free in %d-%d", lo, hi)
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lo+rand.IntN(hi-lo)))
 		if err != nil {
-			return nil, fmt.Errorf("find free port: %w", err)
+			continue
 		}
 		lns = append(lns, ln)
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// portWindow is where FreePorts looks: the 20000 ports below the ephemeral
+// range (/proc/sys/net/ipv4/ip_local_port_range), never below 1024.
+func portWindow() (lo, hi int) {
+	ephemeralLow := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 2048 {
+				ephemeralLow = v
+			}
+		}
+	}
+	return max(1024, ephemeralLow-20000), ephemeralLow
 }
