@@ -74,6 +74,34 @@ type Config struct {
 	Logger *slog.Logger `yaml:"-" json:"-"`
 	// Clock is the time source of decisions (default real time).
 	Clock znodes.Clock `yaml:"-" json:"-"`
+
+	// Test hooks, read from the environment only (see testHooksFromEnv);
+	// never set in production.
+	testUnsafeRules bool
+	testSpendDelay  time.Duration
+}
+
+// Test-hook environment variables of the fault-matrix suite
+// (integration/faults). DCROLL_TEST_UNSAFE_RULES=1 makes the decision core
+// ignore quorum, max_parallel and the rack rule, so the suite can show that
+// its checker catches a broken rule; DCROLL_TEST_SPEND_DELAY=3s sleeps
+// between a decision and its spend (logged as "test hook: delaying spend"),
+// so a pause, halt or push can land in between.
+const (
+	EnvTestUnsafeRules = "DCROLL_TEST_UNSAFE_RULES"
+	EnvTestSpendDelay  = "DCROLL_TEST_SPEND_DELAY"
+)
+
+func (c *Config) testHooksFromEnv() error {
+	c.testUnsafeRules = os.Getenv(EnvTestUnsafeRules) == "1"
+	if v := os.Getenv(EnvTestSpendDelay); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%s=%q: %w", EnvTestSpendDelay, v, err)
+		}
+		c.testSpendDelay = d
+	}
+	return nil
 }
 
 func (c *Config) applyDefaults() {
@@ -103,6 +131,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.PeerListen == "" {
 		c.PeerListen = "127.0.0.1:0"
+	}
+	if err := c.testHooksFromEnv(); err != nil {
+		c.Logger.Warn("ignoring test hook", "err", err)
+	}
+	if c.testUnsafeRules {
+		c.Logger.Warn("TEST HOOK " + EnvTestUnsafeRules + "=1: quorum, max_parallel and the rack rule are IGNORED")
 	}
 }
 

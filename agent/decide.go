@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"sort"
@@ -26,28 +24,31 @@ const (
 	Stage
 	// TakeTurn: join the service's turn queue (/dc/turns/<svc>).
 	TakeTurn
-	// ReleaseTurn: give the turn back; this machine has nothing to upgrade.
+	// ReleaseTurn: give the turn back; this machine has nothing to change.
 	ReleaseTurn
-	// SpendAndUpgrade: holding the turn and every rule allows it: spend the
-	// quorum budget (one Multi) and upgrade to Decision.Version.
-	SpendAndUpgrade
-	// ApplySettings: write HEAD's settings and send the reload signal; no
-	// restart, no turn, no budget.
-	ApplySettings
-	// Adopt: the machine already runs what HEAD wants; publish HEAD's spec
-	// id in its /dc/current entry.
+	// SpendAndStep: holding the turn and every rule allows it: spend the
+	// budget (one fenced Multi creating the persistent step record) and take
+	// a step of Decision.Kind (upgrade, settings or removed) to
+	// Decision.Version.
+	SpendAndStep
+	// Adopt: the machine already runs what HEAD wants (same build, same
+	// settings); publish HEAD's spec id and version label.
 	Adopt
 	// StartVersion: nothing is serving; start Decision.Version (the
 	// returning-machine rule), staging it first if it is not local.
 	StartVersion
 	// MarkDone: Decision.Entry is complete; mark it done (versioned set).
 	MarkDone
-	// ClearDown: this machine's down marker outlived its step; delete it.
+	// ClearDown: this machine's step record outlived its step (healthy
+	// again, any halt it owed written); delete it.
 	ClearDown
+	// WriteHalt: a halt this machine owes (Local.PendingHalt) has not
+	// landed yet; write it before anything else.
+	WriteHalt
 )
 
 var actionNames = [...]string{"nothing", "wait", "stage", "take-turn", "release-turn",
-	"spend-and-upgrade", "apply-settings", "adopt", "start-version", "mark-done", "clear-down"}
+	"spend-and-step", "adopt", "start-version", "mark-done", "clear-down", "write-halt"}
 
 func (a Action) String() string {
 	if int(a) < len(actionNames) {
@@ -56,15 +57,25 @@ func (a Action) String() string {
 	return fmt.Sprintf("Action(%d)", int(a))
 }
 
+// Step kinds: every change of a running machine is a step.
+const (
+	StepUpgrade  = "upgrade"  // restart on another build
+	StepSettings = "settings" // same build, new settings: reload signal, health wait
+	StepRemove   = "removed"  // the service left the spec: stop it
+)
+
 // Decision is the output of Decide.
 type Decision struct {
 	Action Action
-	// Version is the version to stage, start or upgrade to.
+	// Kind is the step kind of SpendAndStep.
+	Kind string
+	// Version is the version to stage, start or step to.
 	Version string
 	// SpecID is the spec that defines Version (where to find its blobs and
 	// run line), or the spec to adopt.
 	SpecID string
-	// Entry is the deploy entry concerned (MarkDone; informational otherwise).
+	// Entry is the deploy entry concerned (MarkDone, SpendAndStep;
+	// informational otherwise).
 	Entry *Entry
 	// Reason is a one-line, human explanation shown in logs and /status.
 	Reason string
@@ -73,6 +84,9 @@ type Decision struct {
 func (d Decision) String() string {
 	var b strings.Builder
 	b.WriteString(d.Action.String())
+	if d.Kind != "" && d.Kind != StepUpgrade {
+		b.WriteString(" (" + d.Kind + ")")
+	}
 	if d.Version != "" {
 		b.WriteString(" " + d.Version)
 	}
@@ -85,13 +99,28 @@ func (d Decision) String() string {
 // Entry is a deploy queue entry with its znode name and version.
 type Entry = znodes.QueuedEntry
 
-// Step is an upgrade (or revert) this machine has begun and not finished.
+// Step is a step this machine has begun and not finished (state.json).
 type Step struct {
+	Kind   string    `json:"kind,omitempty"` // upgrade (default), settings, removed
 	From   string    `json:"from"`
 	To     string    `json:"to"`
 	SpecID string    `json:"spec_id"`
 	Entry  string    `json:"entry,omitempty"`
 	Since  time.Time `json:"since"`
+	// Reverting: the step failed and the machine is going back to From;
+	// after kill -9 the next agent boots From, never To.
+	Reverting bool `json:"reverting,omitempty"`
+}
+
+// PendingHalt is a halt this machine owes the queue: written to state.json
+// before the revert begins, cleared once the halt (and the bad-build record)
+// landed. The machine's step record stays until then.
+type PendingHalt struct {
+	Entry  string `json:"entry"`
+	Reason string `json:"reason"`
+	// Bad is the bad-build record to create with the halt (nil: the
+	// failure is the machine's, not the build's, e.g. an mlock budget).
+	Bad *znodes.BadBuild `json:"bad,omitempty"`
 }
 
 // Local is the machine's own view of its service.
@@ -114,8 +143,10 @@ type Local struct {
 	// Known maps version labels unpacked on this machine to the spec id
 	// that defined them.
 	Known map[string]string
-	// InFlight is an unfinished upgrade step, nil when none.
+	// InFlight is an unfinished step, nil when none.
 	InFlight *Step
+	// PendingHalt is a halt not yet written, nil when none.
+	PendingHalt *PendingHalt
 }
 
 // Snapshot is everything the decision core looks at: a consistent-enough
@@ -148,12 +179,25 @@ type Snapshot struct {
 	Paused      bool
 	PauseReason string
 
+	// Members are the persistent members of Service (/dc/members/<svc>).
+	Members []znodes.Member
 	// Current are the entries of /dc/current/<Service> (this machine's too).
 	Current []znodes.Current
-	// Down are the entries of /dc/down/<Service>.
+	// Down are the persistent step records of /dc/down/<Service>.
 	Down []znodes.Down
+	// Bad are the recorded bad builds by key (/dc/bad).
+	Bad map[string]znodes.BadBuild
 	// HoldsTurn: this machine is first in /dc/turns/<Service>.
 	HoldsTurn bool
+	// UnsafeRules is a test hook (DCROLL_TEST_UNSAFE_RULES): skip quorum,
+	// max_parallel and the rack rule, so that the fault-matrix suite can
+	// show its checker catches a broken rule. Never set in production.
+	UnsafeRules bool
+}
+
+// Fleet is the service's membership model of the snapshot.
+func (s Snapshot) Fleet() znodes.Fleet {
+	return znodes.Fleet{Members: s.Members, Current: s.Current, Down: s.Down}
 }
 
 // StopGrace is the default time between SIGTERM and SIGKILL, part of the
@@ -162,15 +206,8 @@ const StopGrace = 10 * time.Second
 
 // BuildID identifies what a restart installs: the artifact, the data blobs
 // and the run line of a service entry (a version label alone may be reused
-// with a new artifact). It is stable across specs.
-func BuildID(svc *spec.Service) string {
-	if svc == nil {
-		return ""
-	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%q\n%q\n%q\n", svc.Artifact, svc.Data, svc.Run)
-	return hex.EncodeToString(h.Sum(nil))[:16]
-}
+// with a new artifact). It is stable across specs (spec.Service.BuildID).
+func BuildID(svc *spec.Service) string { return svc.BuildID() }
 
 // ActiveEntry returns the first entry whose state is not done, or nil.
 func ActiveEntry(q []Entry) *Entry {
@@ -192,156 +229,267 @@ func EntryFor(q []Entry, service string) *Entry {
 	return nil
 }
 
-// Quorum is the availability arithmetic of one service.
-type Quorum struct {
-	Total     int // machines of the service: current entries plus orphan down markers
-	Available int // healthy, running, not down
-	Min       int // quorum.Min(Total)
-	Down      int // down markers
-}
-
-// CountQuorum computes the availability of a service.
-func CountQuorum(q spec.Quorum, current []znodes.Current, down []znodes.Down) Quorum {
-	isDown := make(map[string]bool, len(down))
-	for _, d := range down {
-		isDown[d.Machine] = true
-	}
-	seen := make(map[string]bool, len(current))
-	var r Quorum
-	for _, c := range current {
-		seen[c.Machine] = true
-		r.Total++
-		if c.Healthy && c.State == znodes.StateRunning && !isDown[c.Machine] {
-			r.Available++
-		}
-	}
-	for _, d := range down {
-		if !seen[d.Machine] {
-			r.Total++
-		}
-	}
-	r.Down = len(down)
-	r.Min = q.Min(r.Total)
-	return r
-}
-
 // Decide is the pure decision core: given a snapshot, what may this
 // machine do now? It never does I/O and never looks at the clock except
 // through s.Now.
 func Decide(s Snapshot) Decision {
 	if st := s.Local.InFlight; st != nil {
-		return Decision{Action: Wait, Version: st.To, Reason: fmt.Sprintf("step in progress: %s -> %s", orNone(st.From), st.To)}
+		return Decision{Action: Wait, Version: st.To, Reason: fmt.Sprintf("step in progress: %s %s -> %s", orDefault(st.Kind, StepUpgrade), orNone(st.From), orNone(st.To))}
+	}
+	if h := s.Local.PendingHalt; h != nil {
+		return Decision{Action: WriteHalt, Reason: fmt.Sprintf("halt of %s not written yet: %s", h.Entry, h.Reason)}
 	}
 	me := findCurrent(s.Current, s.Machine)
-	myDown := findDown(s.Down, s.Machine)
-	if myDown != nil {
-		if s.Local.Running && s.Local.Healthy {
-			return Decision{Action: ClearDown, Reason: "down marker left after the step; healthy again"}
+	if myDown := findDown(s.Down, s.Machine); myDown != nil {
+		if s.Local.Running && s.Local.Healthy || !s.Local.Running && myDown.Kind == StepRemove {
+			return Decision{Action: ClearDown, Reason: "step over (" + orDefault(myDown.Kind, StepUpgrade) + " " + orNone(myDown.To) + "); clear the step record"}
 		}
-		return Decision{Action: Wait, Reason: "own down marker present; waiting for the service to be healthy"}
+		return Decision{Action: Wait, Reason: "own step record present; waiting for the service to be healthy (or for dcroll machine clear)"}
 	}
 	if s.HeadID == "" {
 		return Decision{Action: Wait, Reason: "no HEAD spec yet (dcroll push)"}
 	}
+	own := EntryFor(s.Queue, s.Service)
+	active := ActiveEntry(s.Queue)
 	if s.Head == nil {
-		return Decision{Action: Nothing, Reason: fmt.Sprintf("service %s is not in HEAD %s", s.Service, spec.ShortID(s.HeadID))}
+		return removal(s, own, active)
 	}
 	target := s.Head.Version
 	targetBuild := BuildID(s.Head)
-	own := EntryFor(s.Queue, s.Service)
-	active := ActiveEntry(s.Queue)
 
 	// Returning machine: nothing serving, pick the version to start.
 	if !s.Local.Running {
 		return returning(s, own)
 	}
 
-	if s.Local.Build == targetBuild {
+	kind := ""
+	switch {
+	case s.Local.Build != targetBuild:
+		kind = StepUpgrade
+	case !maps.Equal(s.Local.Settings, s.Head.Settings):
+		kind = StepSettings
+	}
+	if kind == "" {
 		if s.HoldsTurn {
 			return Decision{Action: ReleaseTurn, Reason: "already runs " + target}
 		}
-		if !maps.Equal(s.Local.Settings, s.Head.Settings) {
-			if w := gate(s, own, active); w != nil {
-				return *w
-			}
-			return Decision{Action: ApplySettings, Version: target, SpecID: s.HeadID, Entry: own, Reason: "settings changed"}
-		}
-		if s.Local.SpecID != s.HeadID {
+		if s.Local.SpecID != s.HeadID || s.Local.Version != target {
 			return Decision{Action: Adopt, SpecID: s.HeadID, Version: target,
-				Reason: fmt.Sprintf("runs %s as HEAD %s wants", target, spec.ShortID(s.HeadID))}
+				Reason: fmt.Sprintf("runs the build and settings HEAD %s wants (%s)", spec.ShortID(s.HeadID), target)}
 		}
 		if active != nil && active.Service == s.Service && active.State != znodes.DeployHalted &&
-			me != nil && active.CompletedBy(s.Current, len(s.Down)) {
+			me != nil && active.CompletedBy(s.Fleet()) {
 			return Decision{Action: MarkDone, Entry: active, Version: active.Version,
-				Reason: fmt.Sprintf("every machine of %s runs %s", s.Service, active.Version)}
+				Reason: fmt.Sprintf("every member of %s runs %s", s.Service, active.Version)}
 		}
 		if own != nil && own.State != znodes.DeployDone {
-			return Decision{Action: Nothing, Reason: fmt.Sprintf("runs %s; waiting for the other machines of %s", target, s.Service)}
+			return Decision{Action: Nothing, Reason: fmt.Sprintf("runs %s; waiting for the other members of %s", target, s.Service)}
 		}
 		return Decision{Action: Nothing, Reason: "runs " + target}
 	}
 
 	// Runs something else than HEAD wants: stage, then wait for the turn.
-	if s.Local.Staged != targetBuild {
+	if kind == StepUpgrade && s.Local.Staged != targetBuild {
 		return Decision{Action: Stage, Version: target, SpecID: s.HeadID, Entry: own, Reason: "stage " + target}
 	}
 	if w := gate(s, own, active); w != nil {
 		return *w
 	}
-	if need := stepTime(s); !s.Window.Open(s.Now) {
-		return Decision{Action: Wait, Version: target, Reason: windowClosed(s.Window, s.Now)}
-	} else if left := s.Window.Remaining(s.Now); left < need {
-		return Decision{Action: Wait, Version: target,
-			Reason: fmt.Sprintf("window closes in %s, a step needs %s", roundDur(left), roundDur(need))}
+	if b, ok := s.badFor(s.Head, kind); ok {
+		return Decision{Action: Wait, Version: target, Entry: own,
+			Reason: fmt.Sprintf("%s %s is a bad build: halted on %s at %s: %s; push a fixed build, dcroll rollback, or push --force", s.Service, b.Version, orNone(b.Machine), b.At.UTC().Format(time.DateTime), b.Reason)}
+	}
+	if w := windowWait(s, target); w != nil {
+		return *w
 	}
 	if !s.HoldsTurn {
-		return Decision{Action: TakeTurn, Version: target, Entry: own, Reason: fmt.Sprintf("ready to upgrade %s -> %s", orNone(s.Local.Version), target)}
+		return Decision{Action: TakeTurn, Version: target, Entry: own, Reason: fmt.Sprintf("ready to %s %s -> %s", kind, orNone(s.Local.Version), target)}
 	}
 	if me == nil {
 		return Decision{Action: Wait, Version: target, Reason: "not registered in /dc/current yet"}
 	}
-	q := CountQuorum(s.Head.Quorum, s.Current, s.Down)
-	maxPar := max(s.Head.MaxParallel, 1)
-	if q.Down >= maxPar {
-		return Decision{Action: Wait, Version: target,
-			Reason: fmt.Sprintf("max_parallel: %d down (%s), limit %d", q.Down, downNames(s.Down), maxPar)}
+	if w := stepRules(s, target, true); w != nil {
+		return *w
 	}
-	for _, d := range s.Down {
-		if d.Rack != s.Rack {
-			return Decision{Action: Wait, Version: target,
-				Reason: fmt.Sprintf("rack %s is down (%s); one rack at a time", d.Rack, downNames(s.Down))}
+	return Decision{Action: SpendAndStep, Kind: kind, Version: target, SpecID: s.HeadID, Entry: active,
+		Reason: fmt.Sprintf("%s %s -> %s: %s", kind, orNone(s.Local.Version), target, budgetNote(s, true))}
+}
+
+// removal decides for a service HEAD no longer has: stop it machine by
+// machine under its removal entry (max_parallel, one rack, window; no
+// quorum: the service is going away).
+func removal(s Snapshot, own, active *Entry) Decision {
+	if !s.Local.Running {
+		if s.HoldsTurn {
+			return Decision{Action: ReleaseTurn, Reason: "stopped"}
+		}
+		if active != nil && active.Service == s.Service && active.Kind == znodes.KindRemoved &&
+			active.State != znodes.DeployHalted && active.CompletedBy(s.Fleet()) {
+			return Decision{Action: MarkDone, Entry: active, Reason: fmt.Sprintf("every member of %s stopped", s.Service)}
+		}
+		return Decision{Action: Nothing, Reason: fmt.Sprintf("service %s is not in HEAD %s", s.Service, spec.ShortID(s.HeadID))}
+	}
+	if own == nil || own.Kind != znodes.KindRemoved || own.State == znodes.DeployDone {
+		return Decision{Action: Wait, Reason: fmt.Sprintf("service %s is not in HEAD %s but runs here; no removal entry in the queue", s.Service, spec.ShortID(s.HeadID))}
+	}
+	if active != nil && active.State == znodes.DeployHalted {
+		return Decision{Action: Wait, Entry: active, Reason: haltedReason(active)}
+	}
+	if s.Paused {
+		return Decision{Action: Wait, Reason: pausedReason(s)}
+	}
+	if active == nil || active.Node != own.Node {
+		return Decision{Action: Wait, Entry: own, Reason: fmt.Sprintf("waiting for service %s to finish", active.Service)}
+	}
+	if w := windowWait(s, ""); w != nil {
+		return *w
+	}
+	if !s.HoldsTurn {
+		return Decision{Action: TakeTurn, Entry: own, Reason: "ready to stop " + s.Service + " (removed from the spec)"}
+	}
+	if w := stepRules(s, "", false); w != nil {
+		return *w
+	}
+	return Decision{Action: SpendAndStep, Kind: StepRemove, SpecID: s.HeadID, Entry: active,
+		Reason: fmt.Sprintf("stop %s %s (removed from the spec): %s", s.Service, s.Local.Version, budgetNote(s, false))}
+}
+
+// stepRules returns a Wait when taking a step now would break a promise:
+// more than max_parallel members unavailable, two racks unavailable at
+// once, or (withQuorum) fewer than the quorum of members available after
+// this machine goes. Every member counts: absent, not running, unhealthy
+// and mid-step members are unavailable.
+func stepRules(s Snapshot, target string, withQuorum bool) *Decision {
+	if s.UnsafeRules {
+		return nil
+	}
+	var max_ int
+	var q spec.Quorum
+	if s.Head != nil {
+		max_, q = s.Head.MaxParallel, s.Head.Quorum
+	} else {
+		max_ = 1
+	}
+	maxPar := max(max_, 1)
+	total, avail, unavail := s.Fleet().Count()
+	var others []znodes.MemberState
+	meAvail := false
+	for _, m := range unavail {
+		if m.Machine != s.Machine {
+			others = append(others, m)
 		}
 	}
-	after := q.Available
-	if me.Healthy && me.State == znodes.StateRunning {
-		after--
+	meAvail = len(others) == len(unavail)
+	if len(others)+1 > maxPar {
+		return &Decision{Action: Wait, Version: target,
+			Reason: fmt.Sprintf("max_parallel %d: %d other member(s) unavailable: %s", maxPar, len(others), describe(others))}
 	}
-	if after < q.Min {
-		return Decision{Action: Wait, Version: target,
-			Reason: fmt.Sprintf("quorum: %d healthy, need %d after me", q.Available, q.Min)}
+	for _, m := range others {
+		if m.Rack != s.Rack {
+			return &Decision{Action: Wait, Version: target,
+				Reason: fmt.Sprintf("one rack at a time: rack %s has %s", orNone(m.Rack), describe(others))}
+		}
 	}
-	return Decision{Action: SpendAndUpgrade, Version: target, SpecID: s.HeadID, Entry: own,
-		Reason: fmt.Sprintf("quorum: %d healthy, %d after me >= %d; upgrade %s -> %s", q.Available, after, q.Min, orNone(s.Local.Version), target)}
+	if withQuorum {
+		need := q.Min(total)
+		after := avail
+		if meAvail {
+			after--
+		}
+		if after < need {
+			r := fmt.Sprintf("quorum: %d of %d members available, need %d after me", avail, total, need)
+			if len(others) > 0 {
+				r += "; unavailable: " + describe(others)
+			}
+			return &Decision{Action: Wait, Version: target, Reason: r}
+		}
+	}
+	return nil
+}
+
+// budgetNote is the "why it may go" part of a SpendAndStep reason.
+func budgetNote(s Snapshot, withQuorum bool) string {
+	if s.UnsafeRules {
+		return "UNSAFE test rules: quorum, max_parallel and racks ignored"
+	}
+	total, avail, _ := s.Fleet().Count()
+	if !withQuorum {
+		return fmt.Sprintf("%d of %d members available", avail, total)
+	}
+	return fmt.Sprintf("quorum: %d of %d members available, %d needed after me", avail, total, s.Head.Quorum.Min(total))
+}
+
+func describe(ms []znodes.MemberState) string {
+	parts := make([]string, 0, len(ms))
+	for _, m := range ms {
+		parts = append(parts, m.Machine+" "+m.Why())
+	}
+	return strings.Join(parts, ", ")
+}
+
+// badFor returns the bad-build record that forbids stepping to svc: the
+// build itself, or (settings steps) these settings on this build.
+func (s Snapshot) badFor(svc *spec.Service, kind string) (znodes.BadBuild, bool) {
+	build := BuildID(svc)
+	if b, ok := s.Bad[znodes.BadKey(build, "")]; ok {
+		return b, true
+	}
+	if b, ok := s.Bad[znodes.BadKey(build, znodes.SettingsHash(svc.Settings))]; ok && kind != StepUpgrade {
+		return b, true
+	}
+	return znodes.BadBuild{}, false
+}
+
+// badVersion reports whether version of s.Service is a recorded bad build.
+func (s Snapshot) badVersion(version string) bool {
+	for _, b := range s.Bad {
+		if b.Service == s.Service && b.Version == version && b.Kind != StepSettings {
+			return true
+		}
+	}
+	return false
 }
 
 // gate returns a Wait when the rollout of s.Service may not progress now:
-// halted, paused, or another service's entry comes first.
+// no active entry of its own, halted, paused, or another service's entry
+// comes first. No step without an active queue entry for it.
 func gate(s Snapshot, own, active *Entry) *Decision {
 	target := s.Head.Version
-	if active != nil && active.State == znodes.DeployHalted {
-		return &Decision{Action: Wait, Version: target, Entry: active,
-			Reason: fmt.Sprintf("halted: %s on %s: %s", active.Service, orNone(active.Machine), orNone(active.Reason))}
-	}
-	if s.Paused {
-		r := "paused"
-		if s.PauseReason != "" {
-			r += ": " + s.PauseReason
-		}
-		return &Decision{Action: Wait, Version: target, Reason: r}
-	}
-	if active != nil && active.Service != s.Service {
+	switch {
+	case active != nil && active.State == znodes.DeployHalted:
+		return &Decision{Action: Wait, Version: target, Entry: active, Reason: haltedReason(active)}
+	case s.Paused:
+		return &Decision{Action: Wait, Version: target, Reason: pausedReason(s)}
+	case active == nil || own == nil || own.State == znodes.DeployDone:
+		return &Decision{Action: Wait, Version: target,
+			Reason: fmt.Sprintf("HEAD wants %s %s but the deploy queue has no unfinished entry for it: push it again with --supersede, or dcroll rollback", s.Service, target)}
+	case active.Service != s.Service:
 		return &Decision{Action: Wait, Version: target, Entry: own,
 			Reason: fmt.Sprintf("waiting for service %s to finish", active.Service)}
+	}
+	return nil
+}
+
+func haltedReason(e *Entry) string {
+	return fmt.Sprintf("halted: %s on %s: %s (dcroll resume, or dcroll rollback)", e.Service, orNone(e.Machine), orNone(e.Reason))
+}
+
+func pausedReason(s Snapshot) string {
+	if s.PauseReason != "" {
+		return "paused: " + s.PauseReason
+	}
+	return "paused"
+}
+
+// windowWait returns a Wait when the maintenance window is closed or has
+// less time left than one step needs.
+func windowWait(s Snapshot, target string) *Decision {
+	if !s.Window.Open(s.Now) {
+		return &Decision{Action: Wait, Version: target, Reason: windowClosed(s.Window, s.Now)}
+	}
+	if need, left := stepTime(s), s.Window.Remaining(s.Now); left < need {
+		return &Decision{Action: Wait, Version: target,
+			Reason: fmt.Sprintf("window closes in %s, a step needs %s", roundDur(left), roundDur(need))}
 	}
 	return nil
 }
@@ -351,6 +499,15 @@ func returning(s Snapshot, own *Entry) Decision {
 	target := s.Head.Version
 	start := func(v, id, why string) Decision {
 		return Decision{Action: StartVersion, Version: v, SpecID: id, Entry: own, Reason: why}
+	}
+	if _, bad := s.badFor(s.Head, StepUpgrade); bad && own != nil && own.FromVersion != "" {
+		// HEAD's build halted a rollout: never start it on a returning machine.
+		if id, ok := s.Local.Known[own.FromVersion]; ok {
+			return start(own.FromVersion, id, fmt.Sprintf("HEAD's %s is a bad build: %s known locally", target, own.FromVersion))
+		}
+		if s.PrevID != "" {
+			return start(own.FromVersion, s.PrevID, fmt.Sprintf("HEAD's %s is a bad build: %s", target, own.FromVersion))
+		}
 	}
 	if own == nil || own.State == znodes.DeployDone {
 		return start(target, s.HeadID, "no rollout of "+s.Service+" unfinished: HEAD's "+target)
@@ -362,7 +519,7 @@ func returning(s Snapshot, own *Entry) Decision {
 		if c.Machine == s.Machine || c.Version == "" || c.State != znodes.StateRunning {
 			continue
 		}
-		if halted && c.Version == own.Version {
+		if halted && c.Version == own.Version || s.badVersion(c.Version) {
 			continue
 		}
 		counts[c.Version]++
@@ -414,7 +571,7 @@ func stepTime(s Snapshot) time.Duration {
 		return s.StepTime
 	}
 	d := spec.DefaultHealthDeadline
-	if s.Head.Health != nil && s.Head.Health.Deadline.Duration > 0 {
+	if s.Head != nil && s.Head.Health != nil && s.Head.Health.Deadline.Duration > 0 {
 		d = s.Head.Health.Deadline.Duration
 	}
 	return d + StopGrace
@@ -454,6 +611,13 @@ func downNames(ds []znodes.Down) string {
 	}
 	sort.Strings(names)
 	return strings.Join(names, ",")
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func orNone(s string) string {

@@ -9,7 +9,7 @@
 // /dc/control, /dc/current/<svc>, /dc/down/<svc>, whether it holds a turn,
 // and the time) it returns a [Decision]: Wait (with a human reason such as
 // "quorum: 3 healthy, need 3 after me" or "window closed until 01:00 UTC"),
-// Stage, TakeTurn, SpendAndUpgrade, ApplySettings, Adopt, StartVersion (the
+// Stage, TakeTurn, SpendAndStep (upgrade, settings or removal), WriteHalt, Adopt, StartVersion (the
 // returning-machine rule), MarkDone, ClearDown, ReleaseTurn or Nothing. It
 // does no I/O; decide_test.go checks it table by table.
 //

@@ -15,6 +15,8 @@ type metrics struct {
 	decisions *prometheus.CounterVec
 	steps     *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
+	// stateErrors counts failed writes of state.json (the crash-safety record).
+	stateErrors prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -27,13 +29,16 @@ func newMetrics() *metrics {
 			Name: "dcroll_agent_decisions_total", Help: "Decisions taken (counted when the decision changes).",
 		}, []string{"service", "action"}),
 		steps: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dcroll_agent_upgrade_steps_total", Help: "Upgrade steps by result: ok, reverted, failed.",
+			Name: "dcroll_agent_upgrade_steps_total", Help: "Steps (upgrade, settings, removal) by result: ok, removed, reverted, failed.",
 		}, []string{"service", "result"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dcroll_agent_settings_reloads_total", Help: "Settings-only changes applied with the reload signal.",
 		}, []string{"service"}),
+		stateErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dcroll_agent_state_write_errors_total", Help: "Failed writes of state.json, the crash-safety record of steps.",
+		}),
 	}
-	m.reg.MustRegister(m.healthy, m.decisions, m.steps, m.reloads)
+	m.reg.MustRegister(m.healthy, m.decisions, m.steps, m.reloads, m.stateErrors)
 	return m
 }
 

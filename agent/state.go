@@ -43,8 +43,10 @@ type State struct {
 	Current *Release `json:"current,omitempty"`
 	// Previous is the release that ran before Current (the revert target).
 	Previous *Release `json:"previous,omitempty"`
-	// InFlight is an upgrade step begun and not finished.
+	// InFlight is a step begun and not finished.
 	InFlight *Step `json:"in_flight,omitempty"`
+	// PendingHalt is a halt this machine owes the queue, not yet written.
+	PendingHalt *PendingHalt `json:"pending_halt,omitempty"`
 	// Known are releases unpacked here, by version label.
 	Known map[string]*Release `json:"known,omitempty"`
 	// Updated is when the file was written.

@@ -2,9 +2,12 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 
@@ -13,12 +16,14 @@ import (
 	"dcroll/znodes"
 )
 
-// spend takes quorum budget for one upgrade in one Multi: fenced by the
-// turn node, conditional on the budget version read before the snapshot,
-// and creating this machine's ephemeral down marker. Then it marks the
-// entry rolling and releases the turn: the down marker guards the step.
+// spend takes the budget for one step in one Multi: fenced by the turn
+// node, by the budget version read before the snapshot and by the versions
+// of HEAD, the control node and the active entry that the decision read
+// (so a pause, a halt or a push landing in between aborts it), marking a
+// pending entry rolling, and creating this machine's persistent step
+// record. Then it releases the turn: the step record guards the step.
 func (w *worker) spend(snap Snapshot, m meta, d Decision) error {
-	p, zc := w.conn.Paths(), w.conn.ZK()
+	p := w.conn.Paths()
 	held := w.turn.held
 	if held == nil {
 		return errRetry
@@ -30,202 +35,164 @@ func (w *worker) spend(snap Snapshot, m meta, d Decision) error {
 		}
 		return errRetry
 	}
-	if w.stage.done == nil || w.stage.done.Build != BuildID(snap.Head) {
+	if d.Kind == StepUpgrade && (w.stage.done == nil || w.stage.done.Build != BuildID(snap.Head)) {
 		return errRetry
 	}
+	if d.Entry == nil || m.headVersion < 0 || m.controlVersion < 0 {
+		return errRetry
+	}
+	if delay := w.rt.cfg.testSpendDelay; delay > 0 {
+		w.log.Warn("test hook: delaying spend", "delay", delay.String())
+		time.Sleep(delay)
+	}
 	now := w.rt.now().UTC()
+	token := newToken()
 	downPath := p.DownMachine(w.service, w.rt.cfg.Machine)
+	e := d.Entry
+	entryOp := any(znodes.CheckOp(p.DeployEntry(e.Node), e.ZVersion))
+	if e.State == znodes.DeployPending {
+		upd := e.DeployEntry
+		upd.State, upd.Updated = znodes.DeployRolling, now
+		entryOp = znodes.SetOp(p.DeployEntry(e.Node), znodes.MustEncode(&upd), e.ZVersion)
+	}
 	ops := []any{
 		held.CheckOp(),
+		znodes.CheckOp(p.Head(), m.headVersion),
+		znodes.CheckOp(p.Control(), m.controlVersion),
+		entryOp,
 		znodes.SetOp(p.Budget(w.service), znodes.MustEncode(&znodes.Budget{Service: w.service, Last: w.rt.cfg.Machine, At: now}), m.budgetVersion),
 		w.conn.CreateOp(downPath, znodes.MustEncode(&znodes.Down{Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack,
-			From: snap.Local.Version, To: d.Version, At: now}), zk.FlagEphemeral),
+			Kind: d.Kind, From: snap.Local.Version, To: d.Version, Entry: e.Node, Token: token, At: now}), 0),
 	}
 	if _, err := w.conn.Multi(ops...); err != nil {
 		switch {
 		case errors.Is(err, zk.ErrBadVersion), errors.Is(err, zk.ErrNodeExists), errors.Is(err, zk.ErrNoNode):
-			w.log.Info("budget spend lost a race; deciding again", "err", err)
+			w.log.Info("spend fenced off (a peer, a pause, a halt or a push came first); deciding again", "err", err)
 			return errRetry
 		}
-		// Unknown outcome: it was applied if our session owns the marker.
-		ok, st, serr := zc.Exists(downPath)
-		if serr != nil || !ok || st.EphemeralOwner != w.conn.SessionID() {
+		// Unknown outcome (connection lost): applied iff the record holds our token.
+		var got znodes.Down
+		if _, gerr := w.conn.GetJSON(downPath, &got); gerr != nil || got.Token != token {
 			return fmt.Errorf("spend budget: %w", err)
 		}
 	}
-	w.log.Info("budget spent", "from", snap.Local.Version, "to", d.Version, "reason", d.Reason)
-	if e := d.Entry; e != nil && e.State == znodes.DeployPending {
-		upd := e.DeployEntry
-		upd.State, upd.Updated = znodes.DeployRolling, now
-		if _, err := zc.Set(p.DeployEntry(e.Node), znodes.MustEncode(&upd), e.ZVersion); err != nil &&
-			!errors.Is(err, zk.ErrBadVersion) && !errors.Is(err, zk.ErrNoNode) {
-			w.log.Warn("mark entry rolling", "entry", e.Node, "err", err)
-		}
-	}
+	w.log.Info("budget spent", "kind", d.Kind, "from", snap.Local.Version, "to", d.Version, "reason", d.Reason)
 	w.dropTurn()
 	return nil
 }
 
-// upgrade is one machine's step, after the budget is spent: stop the old
-// version, start the staged one, wait until healthy; revert and halt the
-// rollout on failure. state.json is written before every change.
-func (w *worker) upgrade(ctx context.Context, snap Snapshot, d Decision) {
+var errNotMember = errors.New("no member record")
+
+func newToken() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
+}
+
+// takeStep is one machine's step, after the budget is spent: an upgrade
+// (stop the old build, start the staged one), a settings change (new
+// settings file, reload signal) or a removal (stop). It waits until
+// healthy for min_healthy within the deadline; on failure it records the
+// halt it owes, reverts, and writes the halt before its step record goes.
+// state.json is committed before every change; if it cannot be written the
+// step does not begin.
+func (w *worker) takeStep(ctx context.Context, snap Snapshot, d Decision) {
 	ctx = context.WithoutCancel(ctx) // a step, once begun, is finished
-	next := w.stage.done
 	w.mu.Lock()
 	prev := w.st.Current
-	w.stepping = true
-	entry := ""
-	if d.Entry != nil {
-		entry = d.Entry.Node
-	}
-	w.st.InFlight = &Step{From: versionOf(prev), To: next.Version, SpecID: next.SpecID, Entry: entry, Since: w.rt.now().UTC()}
-	w.st.Previous, w.st.Current = prev, next
-	w.st.remember(next)
 	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		w.stepping = false
-		w.mu.Unlock()
-	}()
-	_ = w.saveState()
+	next, err := w.nextRelease(snap, d, prev)
+	if err == nil {
+		err = w.commit(func(st *State) {
+			st.InFlight = &Step{Kind: d.Kind, From: versionOf(prev), To: d.Version, SpecID: d.SpecID, Entry: d.Entry.Node, Since: w.rt.now().UTC()}
+			if d.Kind == StepUpgrade {
+				st.Previous = prev
+			}
+			st.Current = next
+			st.remember(next)
+		})
+	}
+	if err != nil {
+		// Nothing changed on the machine: give the budget back.
+		w.log.Error("step not begun", "kind", d.Kind, "to", d.Version, "err", err)
+		w.setPhaseDetail("step not begun: " + err.Error())
+		if _, cerr := w.clearDown(); cerr != nil {
+			w.log.Warn("clear step record", "err", cerr)
+		}
+		return
+	}
+	w.setStepping(true)
+	defer w.setStepping(false)
 	w.setHealthy(false)
-	w.setPhase(znodes.StateUpgrading, fmt.Sprintf("%s -> %s", versionOf(prev), next.Version))
+	what := fmt.Sprintf("%s %s -> %s", d.Kind, versionOf(prev), orNone(d.Version))
+	phase := znodes.StateUpgrading
+	if d.Kind == StepRemove {
+		phase = znodes.StateStopped
+	}
+	w.setPhase(phase, what)
 	w.publish()
-	w.log.Info("upgrade: stopping old version", "from", versionOf(prev), "to", next.Version)
+	w.log.Info("step begins", "kind", d.Kind, "from", versionOf(prev), "to", d.Version)
 
-	w.stopCurrent(ctx)
-	err := w.startRelease(ctx, next, false)
+	switch d.Kind {
+	case StepRemove:
+		w.stopCurrent(ctx)
+		w.finish(func(st *State) { st.InFlight, st.Previous = nil, prev }, znodes.StateStopped, "removed from the spec")
+		w.rt.metrics.steps.WithLabelValues(w.service, "removed").Inc()
+		return
+	case StepSettings:
+		err = w.reload(next, snap.Head)
+	default:
+		w.stopCurrent(ctx)
+		err = w.startRelease(ctx, next, false)
+	}
 	if err == nil {
 		err = w.waitHealthy(ctx, next)
 	}
 	if err == nil {
-		w.mu.Lock()
-		w.st.InFlight = nil
-		w.mu.Unlock()
-		_ = w.saveState()
 		w.setHealthy(true)
-		w.setPhase(znodes.StateRunning, "")
-		w.finishStep()
+		w.finish(func(st *State) { st.InFlight = nil }, znodes.StateRunning, "")
 		w.rt.metrics.steps.WithLabelValues(w.service, "ok").Inc()
-		w.log.Info("upgrade: done", "version", next.Version)
-		return
-	}
-
-	reason := truncate(fmt.Sprintf("%s: %v", next.Version, err), 300)
-	w.log.Error("upgrade failed; halting the rollout and reverting", "version", next.Version, "err", err)
-	if d.Entry != nil {
-		if herr := w.haltEntry(d.Entry.Node, reason); herr != nil {
-			w.log.Error("cannot mark the rollout halted", "entry", d.Entry.Node, "err", herr)
+		if d.Kind == StepSettings {
+			w.mu.Lock()
+			w.reloads++
+			w.mu.Unlock()
+			w.rt.metrics.reloads.WithLabelValues(w.service).Inc()
 		}
-	}
-	w.setPhase(znodes.StateReverting, reason)
-	w.publish()
-	w.stopCurrent(ctx)
-	if prev == nil {
-		w.mu.Lock()
-		w.st.InFlight = nil
-		w.mu.Unlock()
-		_ = w.saveState()
-		w.setPhase(znodes.StateFailed, reason)
-		w.publish()
-		w.rt.metrics.steps.WithLabelValues(w.service, "failed").Inc()
+		w.log.Info("step done", "kind", d.Kind, "version", next.Version)
 		return
 	}
-	w.mu.Lock()
-	w.st.Current, w.st.Previous = prev, next
-	w.mu.Unlock()
-	_ = w.saveState()
-	err = w.startRelease(ctx, prev, false)
-	if err == nil {
-		err = w.waitHealthy(ctx, prev)
-	}
-	w.mu.Lock()
-	w.st.InFlight = nil
-	w.mu.Unlock()
-	_ = w.saveState()
-	if err != nil {
-		// The down marker stays: this machine is down for real.
-		w.log.Error("revert failed: the previous version is not healthy either", "version", prev.Version, "err", err)
-		w.setPhase(znodes.StateFailed, truncate("revert to "+prev.Version+" failed: "+err.Error(), 300))
-		w.publish()
-		w.rt.metrics.steps.WithLabelValues(w.service, "failed").Inc()
-		return
-	}
-	w.setHealthy(true)
-	w.setPhase(znodes.StateRunning, "reverted: "+reason)
-	w.finishStep()
-	w.rt.metrics.steps.WithLabelValues(w.service, "reverted").Inc()
-	w.log.Warn("reverted", "version", prev.Version)
+	w.revert(ctx, d, prev, next, err)
 }
 
-// finishStep publishes the current entry and deletes the down marker in
-// one Multi (falling back to two writes when the session changed).
-func (w *worker) finishStep() {
-	p := w.conn.Paths()
-	payload, err := w.currentPayload()
-	if err != nil {
-		w.log.Error("encode current", "err", err)
-		return
-	}
-	_, err = w.conn.Multi(
-		znodes.SetOp(p.CurrentMachine(w.service, w.rt.cfg.Machine), payload, -1),
-		znodes.DeleteOp(p.DownMachine(w.service, w.rt.cfg.Machine), -1),
-	)
-	if err != nil {
-		w.log.Info("finish step in one transaction failed; writing separately", "err", err)
-	}
-	w.publish() // keeps the registration's payload (and version) in step
-	if err != nil {
-		if _, cerr := w.clearDown(); cerr != nil {
-			w.log.Warn("delete down marker", "err", cerr)
+// nextRelease is what the step installs: the staged release (upgrade),
+// the running one with HEAD's settings (settings), nothing (removal).
+func (w *worker) nextRelease(snap Snapshot, d Decision, cur *Release) (*Release, error) {
+	switch d.Kind {
+	case StepRemove:
+		return nil, nil
+	case StepSettings:
+		if cur == nil {
+			return nil, errors.New("settings step: nothing running")
 		}
+		upd := *cur
+		upd.Version, upd.SpecID = snap.Head.Version, snap.HeadID
+		upd.Settings, upd.ReloadSignal, upd.Health = snap.Head.Settings, snap.Head.ReloadSignal, snap.Head.Health
+		return &upd, nil
 	}
-	nudge(w.nudge)
+	if w.stage.done == nil {
+		return nil, errors.New("upgrade step: nothing staged")
+	}
+	return w.stage.done, nil
 }
 
-// haltEntry marks a deploy entry halted (versioned read-modify-write; a
-// missing or finished entry is left alone).
-func (w *worker) haltEntry(node, reason string) error {
-	p, zc := w.conn.Paths().DeployEntry(node), w.conn.ZK()
-	for range 20 {
-		b, st, err := zc.Get(p)
-		if errors.Is(err, zk.ErrNoNode) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("halt %s: %w", node, err)
-		}
-		var e znodes.DeployEntry
-		if err := znodes.Decode(b, &e); err != nil {
-			return fmt.Errorf("halt %s: %w", node, err)
-		}
-		if e.State == znodes.DeployDone || e.State == znodes.DeployHalted {
-			return nil
-		}
-		e.State, e.Reason, e.Machine, e.Updated = znodes.DeployHalted, reason, w.rt.cfg.Machine, w.rt.now().UTC()
-		_, err = zc.Set(p, znodes.MustEncode(&e), st.Version)
-		if errors.Is(err, zk.ErrBadVersion) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("halt %s: %w", node, err)
-		}
-		w.log.Warn("rollout halted", "entry", node, "reason", reason)
-		return nil
-	}
-	return fmt.Errorf("halt %s: too much contention", node)
-}
-
-// applySettings writes HEAD's settings and signals the process: no turn,
-// no budget, no restart.
-func (w *worker) applySettings(snap Snapshot) error {
-	svc := snap.Head
+// reload writes r's settings and sends its reload signal to the running
+// process (a settings step).
+func (w *worker) reload(r *Release, svc *spec.Service) error {
 	w.mu.Lock()
-	cur, sup := w.st.Current, w.sup
+	sup := w.sup
 	w.mu.Unlock()
-	if cur == nil || sup == nil {
-		return errors.New("apply settings: nothing running")
+	if sup == nil {
+		return errors.New("reload: nothing running")
 	}
 	sigName := svc.ReloadSignal
 	if sigName == "" {
@@ -233,31 +200,161 @@ func (w *worker) applySettings(snap Snapshot) error {
 	}
 	sig, err := supervise.ParseSignal(sigName)
 	if err != nil {
-		return fmt.Errorf("apply settings: %w", err)
+		return fmt.Errorf("reload: %w", err)
 	}
-	if err := supervise.WriteSettings(w.settingsPath(), svc.Settings); err != nil {
-		return fmt.Errorf("apply settings: %w", err)
+	if err := supervise.WriteSettings(w.settingsPath(), r.Settings); err != nil {
+		return fmt.Errorf("reload: %w", err)
 	}
+	w.rebuildChecker(r)
 	if err := sup.Reload(sig); err != nil {
-		return fmt.Errorf("apply settings: %w", err)
+		return fmt.Errorf("reload: %w", err)
 	}
-	upd := *cur
-	upd.Settings, upd.SpecID, upd.ReloadSignal, upd.Health = svc.Settings, snap.HeadID, svc.ReloadSignal, svc.Health
-	w.mu.Lock()
-	w.st.Current = &upd
-	w.st.remember(&upd)
-	w.reloads++
-	w.mu.Unlock()
-	_ = w.saveState()
-	w.rebuildChecker(&upd)
-	w.publish()
-	w.rt.metrics.reloads.WithLabelValues(w.service).Inc()
-	w.log.Info("settings applied", "signal", sigName, "spec", spec.ShortID(snap.HeadID))
+	w.log.Info("settings written; reload signal sent", "signal", sigName)
 	return nil
 }
 
-// adopt records HEAD's spec id for the version already running (and takes
-// over HEAD's health check and reload signal, which need no restart).
+// revert handles a failed step: the halt it owes is committed first (a
+// kill -9 from here on boots prev and still writes the halt), then prev is
+// started again, then the halt is written; the step record is cleared only
+// after both.
+func (w *worker) revert(ctx context.Context, d Decision, prev, next *Release, cause error) {
+	reason := truncate(fmt.Sprintf("%s %s on %s: %v", d.Kind, orNone(d.Version), w.rt.cfg.Machine, cause), 300)
+	w.log.Error("step failed; reverting and halting the rollout", "kind", d.Kind, "version", d.Version, "err", cause)
+	bad := &znodes.BadBuild{Service: w.service, Version: next.Version, Build: next.Build, Kind: d.Kind,
+		SpecID: next.SpecID, Reason: reason, Machine: w.rt.cfg.Machine, Entry: d.Entry.Node, At: w.rt.now().UTC()}
+	bad.Key = znodes.BadKey(next.Build, "")
+	if d.Kind == StepSettings {
+		bad.Key = znodes.BadKey(next.Build, znodes.SettingsHash(next.Settings))
+	}
+	halt := &PendingHalt{Entry: d.Entry.Node, Reason: reason, Bad: bad}
+	if err := w.commit(func(st *State) {
+		st.PendingHalt = halt
+		st.InFlight.Reverting = true
+		st.Current = prev
+		if d.Kind == StepUpgrade {
+			st.Previous = next
+		}
+	}); err != nil {
+		w.log.Error("cannot record the revert; reverting anyway", "err", err)
+	}
+	w.setPhase(znodes.StateReverting, reason)
+	w.publish()
+	w.stopCurrent(ctx)
+	if prev == nil {
+		w.finish(func(st *State) { st.InFlight = nil }, znodes.StateFailed, reason)
+		w.rt.metrics.steps.WithLabelValues(w.service, "failed").Inc()
+		return
+	}
+	err := w.startRelease(ctx, prev, false)
+	if err == nil {
+		err = w.waitHealthy(ctx, prev)
+	}
+	if err != nil {
+		// The step record stays: this machine is down for real.
+		w.log.Error("revert failed: the previous version is not healthy either", "version", prev.Version, "err", err)
+		w.finish(func(st *State) { st.InFlight = nil }, znodes.StateFailed, truncate("revert to "+prev.Version+" failed: "+err.Error(), 300))
+		w.rt.metrics.steps.WithLabelValues(w.service, "failed").Inc()
+		return
+	}
+	w.setHealthy(true)
+	w.finish(func(st *State) { st.InFlight = nil }, znodes.StateRunning, "reverted: "+reason)
+	w.rt.metrics.steps.WithLabelValues(w.service, "reverted").Inc()
+	w.log.Warn("reverted", "version", prev.Version)
+}
+
+// finish ends a step: commits the local state, publishes the machine's
+// entry, writes any halt it owes and, once that has landed, deletes the
+// step record (the decision loop retries both if they fail now).
+func (w *worker) finish(change func(st *State), phase, detail string) {
+	if err := w.commit(change); err != nil {
+		w.log.Error("cannot record the end of the step; the next agent re-checks it at boot", "err", err)
+	}
+	w.setPhase(phase, detail)
+	w.publish()
+	w.touchMember()
+	if err := w.writeHalt(); err != nil {
+		w.log.Error("halt not written yet; the step record stays until it is", "err", err)
+		nudge(w.nudge)
+		return
+	}
+	if phase == znodes.StateRunning || phase == znodes.StateStopped {
+		if _, err := w.clearDown(); err != nil {
+			w.log.Warn("clear step record", "err", err)
+		}
+	}
+	nudge(w.nudge)
+}
+
+// writeHalt writes the halt this machine owes (state.json's PendingHalt):
+// the entry halted (versioned read-modify-write; a missing, finished or
+// already halted entry is left alone) and the bad-build record, in one
+// Multi; then clears PendingHalt. Nothing owed: nil.
+func (w *worker) writeHalt() error {
+	w.mu.Lock()
+	h := w.st.PendingHalt
+	w.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	p, zc := w.conn.Paths(), w.conn.ZK()
+	for attempt := 0; ; attempt++ {
+		if attempt == 20 {
+			return fmt.Errorf("halt %s: too much contention", h.Entry)
+		}
+		var ops []any
+		b, st, err := zc.Get(p.DeployEntry(h.Entry))
+		switch {
+		case errors.Is(err, zk.ErrNoNode):
+		case err != nil:
+			return fmt.Errorf("halt %s: %w", h.Entry, err)
+		default:
+			var e znodes.DeployEntry
+			if err := znodes.Decode(b, &e); err != nil {
+				return fmt.Errorf("halt %s: %w", h.Entry, err)
+			}
+			if e.State != znodes.DeployDone && e.State != znodes.DeployHalted {
+				e.State, e.Reason, e.Machine, e.Updated = znodes.DeployHalted, h.Reason, w.rt.cfg.Machine, w.rt.now().UTC()
+				ops = append(ops, znodes.SetOp(p.DeployEntry(h.Entry), znodes.MustEncode(&e), st.Version))
+			}
+		}
+		if h.Bad != nil {
+			ok, _, err := zc.Exists(p.Bad(h.Bad.Key))
+			if err != nil {
+				return fmt.Errorf("halt %s: %w", h.Entry, err)
+			}
+			if !ok {
+				ops = append(ops, w.conn.CreateOp(p.Bad(h.Bad.Key), znodes.MustEncode(h.Bad), 0))
+			}
+		}
+		if len(ops) > 0 {
+			_, err = w.conn.Multi(ops...)
+			if errors.Is(err, zk.ErrBadVersion) || errors.Is(err, zk.ErrNodeExists) || errors.Is(err, zk.ErrNoNode) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("halt %s: %w", h.Entry, err)
+			}
+			w.log.Warn("rollout halted", "entry", h.Entry, "reason", h.Reason)
+		}
+		return w.commit(func(st *State) { st.PendingHalt = nil })
+	}
+}
+
+// haltOwn records that this machine's own entry must halt (a failure of
+// the machine, not of a build: e.g. a data blob that cannot be locked).
+func (w *worker) haltOwn(entry, reason string) {
+	if entry == "" {
+		return
+	}
+	if err := w.commit(func(st *State) { st.PendingHalt = &PendingHalt{Entry: entry, Reason: reason} }); err != nil {
+		return
+	}
+	nudge(w.nudge)
+}
+
+// adopt records HEAD's spec id and version label for the build and
+// settings already running (and takes over HEAD's health check and reload
+// signal, which need no restart).
 func (w *worker) adopt(snap Snapshot) error {
 	w.mu.Lock()
 	cur := w.st.Current
@@ -266,14 +363,13 @@ func (w *worker) adopt(snap Snapshot) error {
 		return errors.New("adopt: nothing running")
 	}
 	upd := *cur
-	upd.SpecID, upd.Health, upd.ReloadSignal = snap.HeadID, snap.Head.Health, snap.Head.ReloadSignal
-	w.mu.Lock()
-	w.st.Current = &upd
-	w.st.remember(&upd)
-	w.mu.Unlock()
-	_ = w.saveState()
+	upd.Version, upd.SpecID, upd.Health, upd.ReloadSignal = snap.Head.Version, snap.HeadID, snap.Head.Health, snap.Head.ReloadSignal
+	if err := w.commit(func(st *State) { st.Current = &upd; st.remember(&upd) }); err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
 	w.rebuildChecker(&upd)
 	w.publish()
+	w.touchMember()
 	w.log.Info("adopted HEAD", "version", upd.Version, "spec", spec.ShortID(snap.HeadID))
 	return nil
 }
@@ -300,14 +396,15 @@ func (w *worker) startVersion(ctx context.Context, d Decision) error {
 		return err
 	}
 	w.stopCurrent(ctx)
-	w.mu.Lock()
-	if c := w.st.Current; c != nil && c.Build != rel.Build {
-		w.st.Previous = c
+	if err := w.commit(func(st *State) {
+		if c := st.Current; c != nil && c.Build != rel.Build {
+			st.Previous = c
+		}
+		st.Current = rel
+		st.remember(rel)
+	}); err != nil {
+		return fmt.Errorf("start %s: %w", rel.Version, err)
 	}
-	w.st.Current = rel
-	w.st.remember(rel)
-	w.mu.Unlock()
-	_ = w.saveState()
 	w.setHealthy(false)
 	w.setPhase(znodes.StateStarting, d.Reason)
 	w.publish()
@@ -326,6 +423,7 @@ func (w *worker) startVersion(ctx context.Context, d Decision) error {
 	w.setHealthy(true)
 	w.setPhase(znodes.StateRunning, "")
 	w.publish()
+	w.touchMember()
 	return nil
 }
 
@@ -368,26 +466,86 @@ func (w *worker) markDone(d Decision) error {
 	return fmt.Errorf("mark %s done: %w", e.Node, err)
 }
 
-// clearDown deletes this machine's down marker if this session owns it.
-// again is false when the marker belongs to an older session (it goes
-// when that session expires; its deletion nudges).
+// clearDown deletes this machine's step record (persistent: whichever
+// session created it).
 func (w *worker) clearDown() (again bool, err error) {
 	p, zc := w.conn.Paths().DownMachine(w.service, w.rt.cfg.Machine), w.conn.ZK()
 	ok, st, err := zc.Exists(p)
 	if err != nil {
-		return false, fmt.Errorf("clear down marker: %w", err)
+		return false, fmt.Errorf("clear step record: %w", err)
 	}
 	if !ok {
 		return true, nil
 	}
-	if st.EphemeralOwner != w.conn.SessionID() {
-		return false, nil
-	}
 	if err := zc.Delete(p, st.Version); err != nil && !errors.Is(err, zk.ErrNoNode) {
-		return false, fmt.Errorf("clear down marker: %w", err)
+		return false, fmt.Errorf("clear step record: %w", err)
 	}
-	w.log.Info("down marker cleared")
+	w.log.Info("step record cleared")
 	return true, nil
+}
+
+// ensureMember creates this machine's persistent member record of the
+// service if it is missing, bumping the budget version in the same Multi
+// so that a spend decided without this member is fenced off.
+func (w *worker) ensureMember() error {
+	p := w.conn.Paths()
+	ok, _, err := w.conn.ZK().Exists(p.Member(w.service, w.rt.cfg.Machine))
+	if err != nil || ok {
+		return err
+	}
+	if err := w.conn.EnsurePath(p.Members(w.service)); err != nil {
+		return err
+	}
+	now := w.rt.now().UTC()
+	w.mu.Lock()
+	version := ""
+	if w.st.Current != nil {
+		version = w.st.Current.Version
+	}
+	w.mu.Unlock()
+	m := znodes.Member{Machine: w.rt.cfg.Machine, Service: w.service, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC,
+		Joined: now, Version: version, Seen: now}
+	ops := []any{w.conn.CreateOp(p.Member(w.service, w.rt.cfg.Machine), znodes.MustEncode(&m), 0)}
+	budget := znodes.MustEncode(&znodes.Budget{Service: w.service, Last: w.rt.cfg.Machine, At: now})
+	if ok, _, err := w.conn.ZK().Exists(p.Budget(w.service)); err != nil {
+		return err
+	} else if ok {
+		ops = append(ops, znodes.SetOp(p.Budget(w.service), budget, -1))
+	} else {
+		ops = append(ops, w.conn.CreateOp(p.Budget(w.service), budget, 0))
+	}
+	if _, err := w.conn.Multi(ops...); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		return fmt.Errorf("join %s as a member: %w", w.service, err)
+	}
+	w.log.Info("joined the service as a member")
+	return nil
+}
+
+// touchMember records the version this machine serves in its member
+// record (what status shows while it is absent).
+func (w *worker) touchMember() {
+	if w.conn == nil {
+		return
+	}
+	w.mu.Lock()
+	version := ""
+	if w.st.Current != nil {
+		version = w.st.Current.Version
+	}
+	w.mu.Unlock()
+	err := znodes.Update(w.conn, w.conn.Paths().Member(w.service, w.rt.cfg.Machine), func(m *znodes.Member) error {
+		if m.Machine == "" {
+			return errNotMember
+		}
+		m.Version, m.Seen, m.Rack, m.DC = version, w.rt.now().UTC(), w.rt.cfg.Rack, w.rt.cfg.DC
+		return nil
+	})
+	if errors.Is(err, errNotMember) {
+		err = w.ensureMember() // removed by an operator while this agent runs: it is back
+	}
+	if err != nil {
+		w.log.Warn("update member record", "err", err)
+	}
 }
 
 func allExist(paths []string) bool {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 
 	"github.com/go-zookeeper/zk"
@@ -137,4 +138,30 @@ func (w *watchSet) children(p string) ([]string, error) {
 	}
 	w.follow(key, token, ch)
 	return names, nil
+}
+
+// each calls fn for every child of dir that still exists, in name order,
+// watching the list and every child (a missing dir has no children).
+func (w *watchSet) each(dir string, fn func(name string, data []byte, st *zk.Stat) error) error {
+	names, err := w.children(dir)
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		b, st, err := w.get(dir + "/" + n)
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(n, b, st); err != nil {
+			return err
+		}
+	}
+	return nil
 }

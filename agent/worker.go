@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"dcroll/agent/supervise"
+	"dcroll/distrib/mlock"
 	"dcroll/spec"
 	"dcroll/znodes"
 )
@@ -31,6 +33,11 @@ type worker struct {
 	dir     string
 	log     *slog.Logger
 	nudge   chan struct{}
+
+	// pubMu orders publications of the /dc/current entry: the payload is
+	// built and written under it, so a stale "healthy" never lands after a
+	// newer "unhealthy".
+	pubMu sync.Mutex
 
 	// mu guards the fields below, read by the health goroutine, the
 	// registration payload and /status.
@@ -54,6 +61,9 @@ type worker struct {
 	conn  *znodes.Conn
 	ws    *watchSet
 	gen   uint64
+	// sessionReady: this session joined the service and re-established
+	// an unfinished step's record; nothing else happens before.
+	sessionReady bool
 	turn  turnState
 	stage stageState
 }
@@ -72,6 +82,7 @@ type turnResult struct {
 
 type stageState struct {
 	build  string // build being prepared
+	entry  string // the deploy entry it is prepared for ("" when none)
 	cancel context.CancelFunc
 	res    chan stageResult
 	done   *Release // prepared release
@@ -113,12 +124,19 @@ func (w *worker) logPath(r *Release) string {
 	return filepath.Join(w.dir, "logs", r.Version+".log")
 }
 
-func (w *worker) saveState() error {
+// commit changes the local state and writes state.json before returning:
+// the crash-safety record of every step. A caller must not act on a change
+// whose commit failed.
+func (w *worker) commit(change func(st *State)) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if change != nil {
+		change(w.st)
+	}
 	w.st.prune(8)
 	if err := w.st.Save(w.dir, w.rt.now()); err != nil {
 		w.log.Error("cannot write local state", "err", err)
+		w.rt.metrics.stateErrors.Inc()
 		return err
 	}
 	return nil
@@ -162,6 +180,8 @@ func (w *worker) currentPayload() ([]byte, error) {
 
 // publish rewrites the /dc/current entry from local state.
 func (w *worker) publish() {
+	w.pubMu.Lock()
+	defer w.pubMu.Unlock()
 	w.mu.Lock()
 	reg := w.reg
 	w.mu.Unlock()
@@ -275,17 +295,24 @@ func (w *worker) waitHealthy(ctx context.Context, r *Release) error {
 }
 
 // boot starts the locally remembered version without ZooKeeper and
-// finishes a step interrupted by kill -9 on a healthy version.
+// finishes a step interrupted by kill -9 on a healthy version: the new
+// build if it becomes healthy, else the previous one (recording the halt
+// it owes). A step interrupted while reverting never goes back to the
+// build that failed.
 func (w *worker) boot(ctx context.Context) {
 	w.mu.Lock()
 	cur, prev, inflight := w.st.Current, w.st.Previous, w.st.InFlight
 	w.mu.Unlock()
 	if cur == nil {
+		if inflight != nil {
+			w.commitOrLog(func(st *State) { st.InFlight = nil }) // an interrupted removal: already stopped
+		}
 		w.log.Info("no local version; waiting for ZooKeeper to say what to run")
 		return
 	}
 	w.setPhase(znodes.StateStarting, "boot")
-	if err := w.startRelease(ctx, cur, true); err != nil {
+	err := w.startRelease(ctx, cur, true)
+	if err != nil {
 		w.log.Error("boot: cannot start the remembered version", "version", cur.Version, "err", err)
 		w.setPhase(znodes.StateFailed, err.Error())
 		if inflight == nil {
@@ -295,24 +322,31 @@ func (w *worker) boot(ctx context.Context) {
 	if inflight == nil {
 		return // the health loop reports it healthy
 	}
-	w.log.Warn("boot: finishing an interrupted step", "from", inflight.From, "to", inflight.To, "running", cur.Version)
-	err := w.waitHealthy(ctx, cur)
-	if err != nil && prev != nil && prev.Build != cur.Build {
+	w.log.Warn("boot: finishing an interrupted step", "kind", inflight.Kind, "from", inflight.From, "to", inflight.To,
+		"running", cur.Version, "reverting", inflight.Reverting)
+	if err == nil {
+		err = w.waitHealthy(ctx, cur)
+	}
+	if err != nil && !inflight.Reverting && prev != nil && prev.Build != cur.Build {
 		w.log.Warn("boot: interrupted version is not healthy; going back", "version", cur.Version, "err", err, "back_to", prev.Version)
+		reason := truncate(fmt.Sprintf("%s %s on %s: %v (step interrupted, finished at boot)", orDefault(inflight.Kind, StepUpgrade), cur.Version, w.rt.cfg.Machine, err), 300)
+		bad := &znodes.BadBuild{Key: znodes.BadKey(cur.Build, ""), Service: w.service, Version: cur.Version, Build: cur.Build,
+			Kind: StepUpgrade, SpecID: cur.SpecID, Reason: reason, Machine: w.rt.cfg.Machine, Entry: inflight.Entry, At: w.rt.now().UTC()}
+		failed := cur
 		w.stopCurrent(ctx)
-		w.mu.Lock()
-		w.st.Current, w.st.Previous = prev, cur
-		w.mu.Unlock()
-		_ = w.saveState()
+		w.commitOrLog(func(st *State) {
+			st.Current, st.Previous = prev, failed
+			st.InFlight.Reverting = true
+			if inflight.Entry != "" {
+				st.PendingHalt = &PendingHalt{Entry: inflight.Entry, Reason: reason, Bad: bad}
+			}
+		})
 		if err = w.startRelease(ctx, prev, true); err == nil {
 			err = w.waitHealthy(ctx, prev)
 		}
 		cur = prev
 	}
-	w.mu.Lock()
-	w.st.InFlight = nil
-	w.mu.Unlock()
-	_ = w.saveState()
+	w.commitOrLog(func(st *State) { st.InFlight = nil })
 	if err != nil {
 		w.setPhase(znodes.StateStarting, "not healthy: "+err.Error())
 		return
@@ -320,6 +354,18 @@ func (w *worker) boot(ctx context.Context) {
 	w.setHealthy(true)
 	w.setPhase(znodes.StateRunning, "")
 	w.log.Info("boot: step finished", "version", cur.Version)
+}
+
+// commitOrLog is commit where the caller has no better move than to go
+// on: the error is logged (by commit) and the next write retries.
+func (w *worker) commitOrLog(change func(st *State)) {
+	_ = w.commit(change) // logged and counted by commit
+}
+
+func (w *worker) setStepping(on bool) {
+	w.mu.Lock()
+	w.stepping = on
+	w.mu.Unlock()
 }
 
 // unhealthyAfter is how many consecutive failed probes of a running
@@ -440,6 +486,9 @@ func (w *worker) run(ctx context.Context, conn *znodes.Conn) error {
 		if gen != w.gen {
 			w.newSession(gen)
 		}
+		if !w.sessionReady {
+			w.sessionReady = w.establish() == nil
+		}
 		again, err := w.step(ctx)
 		if err != nil && !errors.Is(err, errRetry) {
 			if msg := err.Error(); msg != lastErr {
@@ -485,11 +534,40 @@ func (w *worker) newSession(gen uint64) {
 		w.stage.node = ""
 	}
 	for _, d := range []string{w.conn.Paths().Current(w.service), w.conn.Paths().Down(w.service),
-		w.conn.Paths().Staging(w.service), w.conn.Paths().Turns(w.service)} {
+		w.conn.Paths().Staging(w.service), w.conn.Paths().Turns(w.service), w.conn.Paths().Members(w.service)} {
 		if err := w.conn.EnsurePath(d); err != nil {
 			w.log.Warn("ensure path", "path", d, "err", err)
 		}
 	}
+	w.sessionReady = w.establish() == nil
+}
+
+// establish is what a new session does before anything else: join the
+// service as a member, and re-create this machine's step record if a step
+// (or a halt it owes) is unfinished and the record is missing.
+func (w *worker) establish() error {
+	if err := w.ensureMember(); err != nil {
+		w.log.Warn("cannot join the service as a member; retrying", "err", err)
+		return err
+	}
+	w.mu.Lock()
+	inflight, halt := w.st.InFlight, w.st.PendingHalt
+	w.mu.Unlock()
+	if inflight == nil && halt == nil {
+		return nil
+	}
+	p := w.conn.Paths().DownMachine(w.service, w.rt.cfg.Machine)
+	d := znodes.Down{Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, Token: newToken(), At: w.rt.now().UTC()}
+	if inflight != nil {
+		d.Kind, d.From, d.To, d.Entry = inflight.Kind, inflight.From, inflight.To, inflight.Entry
+	} else {
+		d.Entry = halt.Entry
+	}
+	if _, err := w.conn.Create(p, znodes.MustEncode(&d), 0); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		w.log.Warn("cannot re-establish the step record; retrying", "err", err)
+		return err
+	}
+	return nil
 }
 
 // noSession is the worker's session generation before the first session.
@@ -497,12 +575,17 @@ const noSession = ^uint64(0)
 
 // meta is what the driver reads besides the Snapshot.
 type meta struct {
-	budgetVersion int32 // -1: no budget node
+	budgetVersion  int32 // -1: no budget node
+	headVersion    int32 // -1: no HEAD
+	controlVersion int32 // -1: no control node
 }
 
 // step reads a snapshot, decides and acts once. again asks for an
 // immediate re-read.
 func (w *worker) step(ctx context.Context) (again bool, err error) {
+	if !w.sessionReady {
+		return false, errors.New("session not established yet (member record, step record)")
+	}
 	snap, m, err := w.read()
 	if err != nil {
 		return false, err
@@ -546,22 +629,23 @@ func (w *worker) record(d Decision) {
 }
 
 // read builds a Snapshot. The budget version is read first: a spend is a
-// Multi conditional on it, so anything read after it is fenced.
+// Multi conditional on it (and on the versions of HEAD, the control node
+// and the active entry read here), so anything read after it is fenced.
 func (w *worker) read() (Snapshot, meta, error) {
 	c, p, zc := w.conn, w.conn.Paths(), w.conn.ZK()
-	var m meta
-	snap := Snapshot{Now: w.rt.now(), Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, Service: w.service}
+	m := meta{budgetVersion: -1, headVersion: -1, controlVersion: -1}
+	snap := Snapshot{Now: w.rt.now(), Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, Service: w.service,
+		UnsafeRules: w.rt.cfg.testUnsafeRules}
 
 	ok, bst, err := zc.Exists(p.Budget(w.service))
 	if err != nil {
 		return snap, m, fmt.Errorf("read budget: %w", err)
 	}
-	m.budgetVersion = -1
 	if ok {
 		m.budgetVersion = bst.Version
 	}
 
-	b, _, err := w.ws.get(p.Head())
+	b, st, err := w.ws.get(p.Head())
 	switch {
 	case errors.Is(err, zk.ErrNoNode):
 	case err != nil:
@@ -575,12 +659,13 @@ func (w *worker) read() (Snapshot, meta, error) {
 		if err != nil {
 			return snap, m, err
 		}
+		m.headVersion = st.Version
 		snap.HeadID, snap.PrevID = h.SpecID, h.Prev
 		snap.Head = sp.Services[w.service]
 		snap.Window = sp.Window
 	}
 
-	b, _, err = w.ws.get(p.Control())
+	b, st, err = w.ws.get(p.Control())
 	switch {
 	case errors.Is(err, zk.ErrNoNode):
 	case err != nil:
@@ -592,71 +677,83 @@ func (w *worker) read() (Snapshot, meta, error) {
 				return snap, m, fmt.Errorf("read control: %w", err)
 			}
 		}
+		m.controlVersion = st.Version
 		snap.Paused, snap.PauseReason = ctl.Paused, ctl.Reason
 	}
 
-	names, err := w.ws.children(p.Deploy())
-	if err != nil && !errors.Is(err, zk.ErrNoNode) {
-		return snap, m, fmt.Errorf("read deploy queue: %w", err)
-	}
-	names = slices.DeleteFunc(names, func(n string) bool { return !znodes.HasPrefixSeq(n, znodes.DeployPrefix) })
-	znodes.SortSequential(names)
-	for _, n := range names {
-		b, st, err := w.ws.get(p.DeployEntry(n))
-		if errors.Is(err, zk.ErrNoNode) {
-			continue
-		}
-		if err != nil {
-			return snap, m, fmt.Errorf("read deploy entry %s: %w", n, err)
+	err = w.ws.each(p.Deploy(), func(n string, b []byte, st *zk.Stat) error {
+		if !znodes.HasPrefixSeq(n, znodes.DeployPrefix) {
+			return nil
 		}
 		e := Entry{Node: n, ZVersion: st.Version}
 		if err := znodes.Decode(b, &e.DeployEntry); err != nil {
-			return snap, m, fmt.Errorf("deploy entry %s: %w", n, err)
+			return fmt.Errorf("deploy entry %s: %w", n, err)
 		}
 		snap.Queue = append(snap.Queue, e)
+		return nil
+	})
+	if err != nil {
+		return snap, m, fmt.Errorf("read deploy queue: %w", err)
+	}
+	slices.SortFunc(snap.Queue, func(a, b Entry) int {
+		x, _ := znodes.SeqOf(a.Node)
+		y, _ := znodes.SeqOf(b.Node)
+		return cmp.Compare(x, y)
+	})
+
+	err = w.ws.each(p.Members(w.service), func(n string, b []byte, _ *zk.Stat) error {
+		var mem znodes.Member
+		if err := znodes.Decode(b, &mem); err != nil {
+			w.log.Warn("unreadable member record: counted as a member", "machine", n, "err", err)
+		}
+		mem.Machine = n
+		snap.Members = append(snap.Members, mem)
+		return nil
+	})
+	if err != nil {
+		return snap, m, fmt.Errorf("read members: %w", err)
 	}
 
-	names, err = w.ws.children(p.Current(w.service))
-	if err != nil && !errors.Is(err, zk.ErrNoNode) {
-		return snap, m, fmt.Errorf("read current: %w", err)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		b, _, err := w.ws.get(p.CurrentMachine(w.service, n))
-		if errors.Is(err, zk.ErrNoNode) {
-			continue
-		}
-		if err != nil {
-			return snap, m, fmt.Errorf("read current %s: %w", n, err)
-		}
+	err = w.ws.each(p.Current(w.service), func(n string, b []byte, _ *zk.Stat) error {
 		var cur znodes.Current
 		if err := znodes.Decode(b, &cur); err != nil {
 			w.log.Warn("skipping unreadable current entry", "machine", n, "err", err)
-			continue
+			return nil
 		}
 		cur.Machine = n
 		snap.Current = append(snap.Current, cur)
+		return nil
+	})
+	if err != nil {
+		return snap, m, fmt.Errorf("read current: %w", err)
 	}
 
-	names, err = w.ws.children(p.Down(w.service))
-	if err != nil && !errors.Is(err, zk.ErrNoNode) {
-		return snap, m, fmt.Errorf("read down markers: %w", err)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		b, _, err := zc.Get(p.DownMachine(w.service, n))
-		if errors.Is(err, zk.ErrNoNode) {
-			continue
-		}
-		if err != nil {
-			return snap, m, fmt.Errorf("read down marker %s: %w", n, err)
-		}
+	err = w.ws.each(p.Down(w.service), func(n string, b []byte, _ *zk.Stat) error {
 		var d znodes.Down
 		if err := znodes.Decode(b, &d); err != nil {
-			d = znodes.Down{} // unreadable: still a machine down
+			d = znodes.Down{} // unreadable: still a machine mid-step
 		}
 		d.Machine = n
 		snap.Down = append(snap.Down, d)
+		return nil
+	})
+	if err != nil {
+		return snap, m, fmt.Errorf("read step records: %w", err)
+	}
+
+	err = w.ws.each(p.BadRoot(), func(n string, b []byte, _ *zk.Stat) error {
+		var bad znodes.BadBuild
+		if err := znodes.Decode(b, &bad); err != nil {
+			return fmt.Errorf("bad-build record %s: %w", n, err)
+		}
+		if snap.Bad == nil {
+			snap.Bad = map[string]znodes.BadBuild{}
+		}
+		snap.Bad[n] = bad
+		return nil
+	})
+	if err != nil {
+		return snap, m, fmt.Errorf("read bad builds: %w", err)
 	}
 
 	snap.HoldsTurn = w.holdsTurn()
@@ -668,7 +765,7 @@ func (w *worker) read() (Snapshot, meta, error) {
 func (w *worker) local() Local {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	l := Local{Healthy: w.healthy, InFlight: w.st.InFlight, Known: w.st.knownVersions()}
+	l := Local{Healthy: w.healthy, InFlight: w.st.InFlight, PendingHalt: w.st.PendingHalt, Known: w.st.knownVersions()}
 	// Supervised counts as running even while the supervisor restarts a
 	// crashed process: starting it again would only add churn.
 	l.Running = w.sup != nil
@@ -686,11 +783,11 @@ func (w *worker) act(ctx context.Context, d Decision, snap Snapshot, m meta) (bo
 	case TakeTurn:
 		w.startTurn(ctx)
 		return false, nil
-	case SpendAndUpgrade:
+	case SpendAndStep:
 		if err := w.spend(snap, m, d); err != nil {
 			return false, err
 		}
-		w.upgrade(ctx, snap, d)
+		w.takeStep(ctx, snap, d)
 		return true, nil
 	}
 	// Every other decision needs no turn.
@@ -698,8 +795,6 @@ func (w *worker) act(ctx context.Context, d Decision, snap Snapshot, m meta) (bo
 	switch d.Action {
 	case Stage:
 		return false, w.startStage(ctx, d)
-	case ApplySettings:
-		return true, w.applySettings(snap)
 	case Adopt:
 		return true, w.adopt(snap)
 	case StartVersion:
@@ -708,6 +803,8 @@ func (w *worker) act(ctx context.Context, d Decision, snap Snapshot, m meta) (bo
 		return true, w.markDone(d)
 	case ClearDown:
 		return w.clearDown()
+	case WriteHalt:
+		return true, w.writeHalt()
 	case ReleaseTurn:
 		return true, nil
 	}
@@ -804,6 +901,10 @@ func (w *worker) startStage(ctx context.Context, d Decision) error {
 	sctx, cancel := context.WithCancel(ctx)
 	res := make(chan stageResult, 1)
 	w.stage.build, w.stage.cancel, w.stage.res = d.SpecID+"/"+d.Version, cancel, res
+	w.stage.entry = ""
+	if d.Entry != nil {
+		w.stage.entry = d.Entry.Node
+	}
 	w.log.Info("staging", "version", d.Version, "spec", spec.ShortID(d.SpecID))
 	conn := w.conn
 	w.rt.stagingJobs.Add(1)
@@ -818,17 +919,22 @@ func (w *worker) startStage(ctx context.Context, d Decision) error {
 func (w *worker) onStaged(r stageResult) {
 	w.stage.cancel()
 	w.stage.cancel, w.stage.build = nil, ""
+	entry := w.stage.entry
+	w.stage.entry = ""
 	if r.err != nil {
 		if !errors.Is(r.err, context.Canceled) {
 			w.log.Error("staging failed", "err", r.err)
 			w.setPhaseDetail("staging failed: " + r.err.Error())
+			if errors.Is(r.err, mlock.ErrBudget) || errors.Is(r.err, mlock.ErrLimit) {
+				// Retrying cannot help until someone changes the machine.
+				w.haltOwn(entry, truncate(fmt.Sprintf("cannot stage on %s: %v", w.rt.cfg.Machine, r.err), 300))
+			}
 		}
 		return
 	}
-	w.mu.Lock()
-	w.st.remember(r.rel)
-	w.mu.Unlock()
-	_ = w.saveState()
+	if err := w.commit(func(st *State) { st.remember(r.rel) }); err != nil {
+		return // staged again on the next decision
+	}
 	w.setStaged(r.rel)
 	if err := w.announce(); err != nil {
 		w.log.Warn("announce staged version", "err", err)

@@ -65,8 +65,10 @@ func Dashboard(c *znodes.Conn) http.Handler {
 var (
 	descMachines = prometheus.NewDesc("dcroll_service_machines", "Machines registered in /dc/current per service and version.", []string{"service", "version"}, nil)
 	descHealthy  = prometheus.NewDesc("dcroll_service_healthy", "Healthy machines per service.", []string{"service"}, nil)
-	descQuorum   = prometheus.NewDesc("dcroll_service_quorum", "Machines that must stay up per service.", []string{"service"}, nil)
-	descDown     = prometheus.NewDesc("dcroll_service_down", "Machines down for an upgrade step per service.", []string{"service"}, nil)
+	descMembers  = prometheus.NewDesc("dcroll_service_members", "Members per service (absent ones included).", []string{"service"}, nil)
+	descAvail    = prometheus.NewDesc("dcroll_service_available", "Available members per service (registered, running, healthy, not mid-step).", []string{"service"}, nil)
+	descQuorum   = prometheus.NewDesc("dcroll_service_quorum", "Members that must stay available per service.", []string{"service"}, nil)
+	descDown     = prometheus.NewDesc("dcroll_service_down", "Members mid-step (step records) per service.", []string{"service"}, nil)
 	descStaged   = prometheus.NewDesc("dcroll_service_staged", "Machines ready to roll per service.", []string{"service"}, nil)
 	descQueue    = prometheus.NewDesc("dcroll_deploy_entries", "Deploy queue entries by state.", []string{"state"}, nil)
 	descPaused   = prometheus.NewDesc("dcroll_paused", "1 when rollouts are paused.", nil, nil)
@@ -78,7 +80,7 @@ var (
 type statusCollector struct{ c *znodes.Conn }
 
 func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMachines, descHealthy, descQuorum, descDown, descStaged, descQueue, descPaused, descAgents, descLocked, descUp} {
+	for _, d := range []*prometheus.Desc{descMachines, descHealthy, descMembers, descAvail, descQuorum, descDown, descStaged, descQueue, descPaused, descAgents, descLocked, descUp} {
 		ch <- d
 	}
 }
@@ -95,6 +97,8 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descMachines, prometheus.GaugeValue, float64(n), svc.Service, v)
 		}
 		ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, float64(svc.Healthy), svc.Service)
+		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(svc.Total), svc.Service)
+		ch <- prometheus.MustNewConstMetric(descAvail, prometheus.GaugeValue, float64(svc.Available), svc.Service)
 		ch <- prometheus.MustNewConstMetric(descQuorum, prometheus.GaugeValue, float64(svc.Quorum), svc.Service)
 		ch <- prometheus.MustNewConstMetric(descDown, prometheus.GaugeValue, float64(len(svc.Down)), svc.Service)
 		ch <- prometheus.MustNewConstMetric(descStaged, prometheus.GaugeValue, float64(svc.Staged), svc.Service)

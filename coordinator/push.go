@@ -23,13 +23,33 @@ var (
 	ErrNoPrevious        = errors.New("no previous spec to roll back to")
 	ErrUnknownSpec       = errors.New("unknown spec")
 	ErrMissingBlobs      = errors.New("blobs not published")
+	// ErrBadBuild: a build of the spec halted a rollout (/dc/bad); --force.
+	ErrBadBuild = errors.New("a build of the spec halted a rollout")
+	// ErrQuorumTooLarge: a service's quorum exceeds its members: no
+	// machine could ever take a step.
+	ErrQuorumTooLarge = errors.New("quorum larger than the members")
 )
+
+// refusal is an error whose message is exactly msg and which wraps a sentinel.
+type refusal struct {
+	msg string
+	err error
+}
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return r.err }
 
 // PushOptions tune Push and Rollback.
 type PushOptions struct {
 	// Supersede replaces an unfinished rollout's queue instead of refusing.
 	Supersede bool
-	// DryRun computes and returns the plan but writes nothing.
+	// Force pushes past builds recorded as bad in /dc/bad (their records
+	// are deleted in the same transaction and named in the history entry),
+	// and does not keep a superseded halted entry halted when the same
+	// build is pushed again.
+	Force bool
+	// DryRun computes and returns the plan but writes nothing. It refuses
+	// what a real push would refuse.
 	DryRun bool
 	// By names who moved HEAD (default user@host).
 	By string
@@ -70,21 +90,34 @@ type PushResult struct {
 	DryRun     bool          `json:"dry_run"`
 	Superseded bool          `json:"superseded"`
 	Plan       []spec.Change `json:"plan"`
-	Queue      []string      `json:"queue"` // deploy entry znode names created
-	Action     string        `json:"action"`
+	// Entries is the new deploy queue, in order (for a dry run: the queue
+	// it would write). It has the plan's services plus the unfinished
+	// services of a superseded queue that the plan leaves alone.
+	Entries []znodes.DeployEntry `json:"entries"`
+	Queue   []string             `json:"queue"` // deploy entry znode names created
+	Action  string               `json:"action"`
+	// SupersededHalts are the halted entries of the replaced queue.
+	SupersededHalts []SupersededHalt `json:"superseded_halts,omitempty"`
+	// Forced are the /dc/bad keys pushed past with Force (and deleted).
+	Forced []string `json:"forced,omitempty"`
 }
 
-// Push makes sp the HEAD spec and queues its rollout, atomically.
+// Push makes sp the HEAD spec and queues its rollout, atomically: one
+// Multi, and nothing changes when it refuses. It refuses a spec whose
+// blobs are not published, an unfinished rollout without Supersede, a
+// build recorded as bad without Force (ErrBadBuild), and a quorum larger
+// than a service's members (ErrQuorumTooLarge).
 func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*PushResult, error) {
 	o.defaults()
 	id := sp.ID()
+	wrap := func(err error) error { return fmt.Errorf("%s %s: %w", o.action, spec.ShortID(id), err) }
 	if err := c.EnsureSkeleton(); err != nil {
-		return nil, fmt.Errorf("push %s: %w", spec.ShortID(id), err)
+		return nil, wrap(err)
 	}
 	p := c.Paths()
 	head, headStat, err := ReadHead(c)
 	if err != nil {
-		return nil, fmt.Errorf("push %s: %w", spec.ShortID(id), err)
+		return nil, wrap(err)
 	}
 	res := &PushResult{SpecID: id, Name: sp.Name, DryRun: o.DryRun, Action: o.action}
 	var cur *spec.Spec
@@ -95,18 +128,18 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 			return res, nil
 		}
 		if cur, err = LoadSpec(c, head.SpecID); err != nil {
-			return nil, fmt.Errorf("push %s: load HEAD spec: %w", spec.ShortID(id), err)
+			return nil, fmt.Errorf("%s %s: load HEAD spec: %w", o.action, spec.ShortID(id), err)
 		}
 	}
 	plan, err := spec.Plan(cur, sp)
 	if err != nil {
-		return nil, fmt.Errorf("push %s: plan: %w", spec.ShortID(id), err)
+		return nil, fmt.Errorf("%s %s: plan: %w", o.action, spec.ShortID(id), err)
 	}
 	res.Plan = plan
 
 	missing, err := MissingBlobs(c, sp.Blobs())
 	if err != nil {
-		return nil, fmt.Errorf("push %s: %w", spec.ShortID(id), err)
+		return nil, wrap(err)
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("%w: %s (publish them first: dcroll blob publish FILE)", ErrMissingBlobs, strings.Join(missing, ", "))
@@ -114,7 +147,7 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 
 	queue, err := ReadQueue(c)
 	if err != nil {
-		return nil, fmt.Errorf("push %s: %w", spec.ShortID(id), err)
+		return nil, wrap(err)
 	}
 	var unfinished []string
 	for _, e := range queue {
@@ -128,15 +161,41 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 		}
 		res.Superseded = true
 	}
+
+	now := o.Now().UTC()
+	specs := map[string]*spec.Spec{}
+	for _, e := range queue {
+		if e.State != znodes.DeployHalted || specs[e.SpecID] != nil {
+			continue
+		}
+		if cur != nil && e.SpecID == head.SpecID {
+			specs[e.SpecID] = cur
+		} else if old, err := LoadSpec(c, e.SpecID); err == nil {
+			specs[e.SpecID] = old
+		} // unknown: sameTarget assumes the same settings (stays halted)
+	}
+	entries, halts, err := newQueue(cur, sp, id, plan, queue, specs, o.Force, now)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: plan: %w", o.action, spec.ShortID(id), err)
+	}
+	res.Entries, res.SupersededHalts = entries, halts
+
+	badOps, forced, err := checkBadBuilds(c, sp, o)
+	if err != nil {
+		return nil, err
+	}
+	res.Forced = forced
+	if err := checkQuorums(c, sp, entries, o.action); err != nil {
+		return nil, err
+	}
 	if o.DryRun {
 		return res, nil
 	}
 
-	now := o.Now().UTC()
 	var ops []any
 	specExists, _, err := c.ZK().Exists(p.Spec(id))
 	if err != nil {
-		return nil, fmt.Errorf("push %s: %w", spec.ShortID(id), err)
+		return nil, wrap(err)
 	}
 	if !specExists {
 		ops = append(ops, c.CreateOp(p.Spec(id), sp.Canonical(), 0))
@@ -148,31 +207,27 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 	} else {
 		ops = append(ops, c.CreateOp(p.Head(), znodes.MustEncode(newHead), 0))
 	}
-	var services []string
-	for _, ch := range plan {
-		if ch.Kind != spec.ChangeRemoved {
-			services = append(services, ch.Service)
-		}
-	}
-	ops = append(ops, c.CreateOp(p.HistoryEntryPrefix(), znodes.MustEncode(&znodes.HistoryEntry{
+	hist := &znodes.HistoryEntry{
 		Action: o.action, From: res.PrevID, To: id, Name: sp.Name, By: o.By, At: now,
-		Services: services, Superseded: res.Superseded,
-	}), zk.FlagSequence))
+		Superseded: res.Superseded, Forced: forced,
+	}
+	for _, e := range entries {
+		hist.Services = append(hist.Services, e.Service)
+	}
+	for _, h := range halts {
+		hist.SupersededHalts = append(hist.SupersededHalts, h.String())
+	}
+	ops = append(ops, c.CreateOp(p.HistoryEntryPrefix(), znodes.MustEncode(hist), zk.FlagSequence))
 	for _, e := range queue {
 		ops = append(ops, &zk.DeleteRequest{Path: p.DeployEntry(e.Node), Version: e.ZVersion})
 	}
-	for _, ch := range plan {
-		if ch.Kind == spec.ChangeRemoved {
-			continue
-		}
-		ops = append(ops, c.CreateOp(p.DeployEntryPrefix(), znodes.MustEncode(&znodes.DeployEntry{
-			Service: ch.Service, Version: ch.To, FromVersion: ch.From, SpecID: id, Kind: string(ch.Kind),
-			State: znodes.DeployPending, Updated: now, SettingsOnly: ch.Kind == spec.ChangeSettings,
-		}), zk.FlagSequence))
+	for i := range entries {
+		ops = append(ops, c.CreateOp(p.DeployEntryPrefix(), znodes.MustEncode(&entries[i]), zk.FlagSequence))
 	}
+	ops = append(ops, badOps...)
 	budgetOps, err := missingBudgets(c, sp, now)
 	if err != nil {
-		return nil, fmt.Errorf("push %s: %w", spec.ShortID(id), err)
+		return nil, wrap(err)
 	}
 	ops = append(ops, budgetOps...)
 	ops = append(ops, o.extraOps...)
@@ -182,7 +237,7 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 		if errors.Is(err, zk.ErrBadVersion) || errors.Is(err, zk.ErrNodeExists) || errors.Is(err, zk.ErrNoNode) {
 			return nil, fmt.Errorf("%w (%v): nothing was changed; run the command again", ErrConcurrentPush, err)
 		}
-		return nil, fmt.Errorf("push %s: nothing was changed: %w", spec.ShortID(id), err)
+		return nil, fmt.Errorf("%s %s: nothing was changed: %w", o.action, spec.ShortID(id), err)
 	}
 	for i, r := range resp {
 		if cr, ok := ops[i].(*zk.CreateRequest); ok && strings.HasPrefix(cr.Path, p.DeployEntryPrefix()) {
@@ -190,6 +245,74 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 		}
 	}
 	return res, nil
+}
+
+// checkBadBuilds refuses sp if a build of one of its services (alone, or
+// with the service's settings) is recorded in /dc/bad, unless o.Force:
+// then it returns the versioned deletes of those records and their keys.
+func checkBadBuilds(c *znodes.Conn, sp *spec.Spec, o PushOptions) (ops []any, forced []string, err error) {
+	var lines []string
+	seen := map[string]bool{}
+	for _, name := range sp.Names() {
+		svc := sp.Services[name]
+		if svc == nil {
+			continue
+		}
+		for _, key := range badKeys(svc) {
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			var b znodes.BadBuild
+			st, err := c.GetJSON(c.Paths().Bad(key), &b)
+			if errors.Is(err, zk.ErrNoNode) {
+				continue
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: read bad builds: %w", o.action, err)
+			}
+			lines = append(lines, badLine(name, svc, b))
+			forced = append(forced, key)
+			ops = append(ops, &zk.DeleteRequest{Path: c.Paths().Bad(key), Version: st.Version})
+		}
+	}
+	if len(lines) > 0 && !o.Force {
+		return nil, nil, &refusal{err: ErrBadBuild,
+			msg: o.action + ": " + strings.Join(lines, "; ") + "; push a fixed build, or --force to try it again"}
+	}
+	return ops, forced, nil
+}
+
+// checkQuorums refuses a queue in which a service that has members asks a
+// quorum (a count) larger than its members: no machine could ever take a
+// step. A service without members is new and may have any quorum; a
+// percentage never exceeds the members.
+func checkQuorums(c *znodes.Conn, sp *spec.Spec, entries []znodes.DeployEntry, action string) error {
+	var lines []string
+	for _, e := range entries {
+		svc := sp.Services[e.Service]
+		if e.Kind == znodes.KindRemoved || svc == nil || svc.Quorum.Percent > 0 {
+			continue
+		}
+		f, err := c.ReadFleet(e.Service)
+		if err != nil {
+			return fmt.Errorf("%s: %w", action, err)
+		}
+		states := f.States()
+		if len(states) == 0 || svc.Quorum.Count <= len(states) {
+			continue
+		}
+		names := make([]string, len(states))
+		for i, s := range states {
+			names[i] = s.Machine
+		}
+		lines = append(lines, fmt.Sprintf("%s: quorum %d is larger than its %d members (%s)", e.Service, svc.Quorum.Count, len(states), strings.Join(names, ",")))
+	}
+	if len(lines) > 0 {
+		return &refusal{err: ErrQuorumTooLarge,
+			msg: action + ": " + strings.Join(lines, "; ") + ": lower the quorum or add machines"}
+	}
+	return nil
 }
 
 func missingBudgets(c *znodes.Conn, sp *spec.Spec, now time.Time) ([]any, error) {
@@ -214,7 +337,9 @@ func missingBudgets(c *znodes.Conn, sp *spec.Spec, now time.Time) ([]any, error)
 
 // Rollback moves HEAD to spec toID (the previous HEAD when empty) through
 // the same atomic path as a push. It always supersedes an unfinished rollout:
-// rolling back is how a halted rollout is abandoned.
+// rolling back is how a halted rollout is abandoned. Like a push, it refuses
+// a spec with a build recorded as bad (the spec being rolled back to just
+// halted a rollout) unless o.Force.
 func Rollback(ctx context.Context, c *znodes.Conn, toID string, o PushOptions) (*PushResult, error) {
 	head, _, err := ReadHead(c)
 	if err != nil {

@@ -10,8 +10,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/go-zookeeper/zk"
-
 	"dcroll/znodes"
 )
 
@@ -23,7 +21,7 @@ type Config struct {
 	ID string
 	// HTTPAddr serves the dashboard, /api/status and /metrics ("" = off).
 	HTTPAddr string
-	// Interval is the fallback re-check period besides watches (default 1s).
+	// Interval is how often the leader re-reads the queue (default 1s).
 	Interval time.Duration
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
@@ -32,13 +30,27 @@ type Config struct {
 	// Mount adds handlers to the dashboard's server (e.g. "/announce": a
 	// rack-aware tracker, so the tracker runs wherever coordinators run).
 	Mount map[string]http.Handler
+	// NoMembersAfter halts the active deploy entry of a service that has no
+	// member at all (no member record, registration or step record) for
+	// this long, so that a spec naming a service nobody runs does not
+	// block the queue silently. It is measured from when the leader first
+	// saw that entry active with no members (a new leader starts over).
+	// Default DefaultNoMembersAfter; negative: never.
+	NoMembersAfter time.Duration
+	// Now is the leader's clock (default time.Now).
+	Now func() time.Time
 }
+
+// DefaultNoMembersAfter is the default Config.NoMembersAfter.
+const DefaultNoMembersAfter = 10 * time.Minute
 
 // ElectionName is the election every coordinator joins.
 const ElectionName = "coordinator"
 
 // Run serves the dashboard and, while elected leader, advances the deploy
-// queue: it marks the active entry done once its service is complete. All
+// queue: it marks the active entry done once its service is complete (every
+// member, absent ones included, runs the target: DeployEntry.CompletedBy),
+// and halts it when the service has had no member for NoMembersAfter. All
 // progress lives in ZooKeeper, so a new leader resumes where the old one
 // stopped; agents advance the queue too, and the versioned write makes each
 // advance happen once.
@@ -52,6 +64,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.NoMembersAfter == 0 {
+		cfg.NoMembersAfter = DefaultNoMembersAfter
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	log := cfg.Logger.With("component", "coordinator", "id", cfg.ID)
 	c := cfg.Conn
@@ -85,7 +103,8 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() {
 		errc <- el.Run(ctx, func(leaderCtx context.Context) error {
 			log.Info("elected leader: advancing the deploy queue")
-			return advance(leaderCtx, c, cfg.Interval, log)
+			a := &advancer{c: c, log: log, now: cfg.Now, noMembersAfter: cfg.NoMembersAfter}
+			return a.run(leaderCtx, cfg.Interval)
 		})
 	}()
 	select {
@@ -99,89 +118,95 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
-// advance marks completed entries done until ctx ends.
-func advance(ctx context.Context, c *znodes.Conn, every time.Duration, log *slog.Logger) error {
-	nudge := make(chan struct{}, 1)
-	poke := func(ev <-chan zk.Event) {
-		go func() {
-			select {
-			case <-ev:
-				select {
-				case nudge <- struct{}{}:
-				default:
-				}
-			case <-ctx.Done():
-			}
-		}()
-	}
+// advancer is the leader's queue driver: it polls the queue and the active
+// entry's fleet with plain reads (no watches) once per tick.
+type advancer struct {
+	c   *znodes.Conn
+	log *slog.Logger
+	now func() time.Time
+	// noMembersAfter: see Config.NoMembersAfter (negative: never).
+	noMembersAfter time.Duration
+
+	// The active entry last seen with no members, and since when: the
+	// no-members deadline runs from there, so a new leader starts the
+	// clock again (it halts later, never earlier) and no clock but the
+	// leader's is involved.
+	emptyNode  string
+	emptySince time.Time
+}
+
+// run advances the queue every tick until ctx ends.
+func (a *advancer) run(ctx context.Context, every time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if _, _, ev, err := c.ZK().ChildrenW(c.Paths().Deploy()); err == nil {
-			poke(ev)
-		}
-		if err := advanceOnce(c, log); err != nil {
-			log.Warn("advance deploy queue", "err", err)
+		if err := a.once(); err != nil {
+			a.log.Warn("advance deploy queue", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-nudge:
 		case <-t.C:
 		}
 	}
 }
 
-// advanceOnce marks the active entry done if its service is complete, and
-// repeats for the next one.
-func advanceOnce(c *znodes.Conn, log *slog.Logger) error {
+// once marks the active entry done if its service is complete, and repeats
+// for the next one; it halts an active entry whose service has had no
+// member for longer than the deadline. A removal with no member is done:
+// nothing runs the service.
+func (a *advancer) once() error {
 	for {
-		q, err := ReadQueue(c)
+		q, err := ReadQueue(a.c)
 		if err != nil {
 			return err
 		}
 		e := Active(q)
 		if e == nil || e.State == znodes.DeployHalted {
+			a.emptyNode = ""
 			return nil
 		}
-		cur, downs, err := ServiceMachines(c, e.Service)
+		f, err := a.c.ReadFleet(e.Service)
 		if err != nil {
 			return err
 		}
-		if !e.CompletedBy(cur, len(downs)) {
+		states := f.States()
+		if len(states) == 0 && e.Kind != znodes.KindRemoved {
+			return a.noMembers(*e)
+		}
+		a.emptyNode = ""
+		if len(states) > 0 && !e.CompletedBy(f) {
 			return nil
 		}
-		ok, err := MarkDone(c, *e)
+		ok, err := MarkDone(a.c, *e)
 		if err != nil {
 			return err
 		}
 		if ok {
-			log.Info("service rolled out", "service", e.Service, "version", e.Version, "machines", len(cur))
+			a.log.Info("service rolled out", "service", e.Service, "version", e.Version, "kind", e.Kind, "members", len(states))
 		}
 	}
 }
 
-// ServiceMachines reads /dc/current/<service> and the names in /dc/down/<service>.
-func ServiceMachines(c *znodes.Conn, service string) ([]znodes.Current, []string, error) {
-	p := c.Paths()
-	names, err := children(c, p.Current(service))
+// noMembers starts or checks the no-members deadline of the active entry e.
+func (a *advancer) noMembers(e QueueEntry) error {
+	now := a.now()
+	if a.emptyNode != e.Node {
+		a.emptyNode, a.emptySince = e.Node, now
+		return nil
+	}
+	if a.noMembersAfter < 0 || now.Sub(a.emptySince) < a.noMembersAfter {
+		return nil
+	}
+	reason := fmt.Sprintf("no machine has registered service %s for %s: start agents with --service %s, or remove %s from the spec",
+		e.Service, a.noMembersAfter, e.Service, e.Service)
+	ok, err := Halt(a.c, e, reason, "")
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	var out []znodes.Current
-	for _, m := range names {
-		var cur znodes.Current
-		if _, err := c.GetJSON(p.CurrentMachine(service, m), &cur); err != nil {
-			if errors.Is(err, zk.ErrNoNode) {
-				continue
-			}
-			return nil, nil, err
-		}
-		out = append(out, cur)
+	if ok {
+		a.log.Warn("halted the rollout: no members", "service", e.Service, "entry", e.Node, "after", a.noMembersAfter)
 	}
-	downs, err := children(c, p.Down(service))
-	if err != nil {
-		return nil, nil, err
-	}
-	return out, downs, nil
+	a.emptyNode = ""
+	return nil
 }

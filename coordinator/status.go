@@ -3,23 +3,81 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 
 	"dcroll/znodes"
 )
 
-// ServiceStatus is what /dc/current, /dc/down and /dc/staging say about one service.
+// MemberStatus is one member of a service (see znodes.Fleet.States): a
+// machine with a member record, a registration or a step record.
+type MemberStatus struct {
+	Machine string `json:"machine"`
+	Rack    string `json:"rack,omitempty"`
+	DC      string `json:"dc,omitempty"`
+	// Version runs now; for an absent member, the version it last reported.
+	Version string `json:"version,omitempty"`
+	// State is available, absent, mid-step, unhealthy or the registration's
+	// state (starting, failed, ...).
+	State string `json:"state"`
+	// Why says why the member is unavailable (znodes.MemberState.Why).
+	Why        string       `json:"why,omitempty"`
+	Available  bool         `json:"available"`
+	Registered bool         `json:"registered"` // its agent is registered now
+	NoRecord   bool         `json:"no_record,omitempty"`
+	Joined     time.Time    `json:"joined,omitzero"`
+	Seen       time.Time    `json:"seen,omitzero"` // last registration or version change
+	Step       *znodes.Down `json:"step,omitempty"`
+	Detail     string       `json:"detail,omitempty"` // the registration's last error or note
+}
+
+// memberStatus summarizes a znodes.MemberState.
+func memberStatus(s znodes.MemberState) MemberStatus {
+	m := MemberStatus{Machine: s.Machine, Rack: s.Rack, Available: s.Available, Why: s.Why(), Step: s.Down, NoRecord: s.Member == nil}
+	if s.Member != nil {
+		m.DC, m.Version, m.Joined, m.Seen = s.Member.DC, s.Member.Version, s.Member.Joined, s.Member.Seen
+	}
+	if c := s.Current; c != nil {
+		m.Registered, m.Version, m.Detail = true, c.Version, c.Detail
+		if c.DC != "" {
+			m.DC = c.DC
+		}
+	}
+	switch {
+	case s.Available:
+		m.State = "available"
+	case s.Down != nil:
+		m.State = "mid-step"
+	case s.Current == nil:
+		m.State = "absent"
+	case s.Current.State != znodes.StateRunning:
+		m.State = s.Current.State
+	default:
+		m.State = "unhealthy"
+	}
+	return m
+}
+
+// ServiceStatus is what /dc/members, /dc/current, /dc/down and /dc/staging
+// say about one service.
 type ServiceStatus struct {
-	Service  string           `json:"service"`
-	Target   string           `json:"target_version,omitempty"` // HEAD's version
-	Machines []znodes.Current `json:"machines"`
-	Down     []znodes.Down    `json:"down"`
-	Staged   int              `json:"staged"` // machines ready to roll
-	Versions map[string]int   `json:"versions"`
-	Healthy  int              `json:"healthy"`
-	Quorum   int              `json:"quorum"` // machines that must stay up (of those registered)
+	Service string `json:"service"`
+	Target  string `json:"target_version,omitempty"` // HEAD's version
+	// Members are every member, absent ones included, by machine name.
+	Members []MemberStatus `json:"members"`
+	// Total members, and how many are available (registered, running,
+	// healthy, not mid-step): the numbers the quorum is computed over.
+	Total     int              `json:"total"`
+	Available int              `json:"available"`
+	Quorum    int              `json:"quorum"`   // members that must stay available
+	Machines  []znodes.Current `json:"machines"` // live registrations
+	Down      []znodes.Down    `json:"down"`     // step records
+	Staged    int              `json:"staged"`   // machines ready to roll
+	Versions  map[string]int   `json:"versions"` // registrations per version
+	Healthy   int              `json:"healthy"`  // healthy registrations
 }
 
 // Status is a whole data center's rollout state, as dashboards show it.
@@ -32,7 +90,7 @@ type Status struct {
 	Progress []znodes.Progress `json:"progress,omitempty"`
 }
 
-// ReadStatus reads HEAD, the queue and every service's machines.
+// ReadStatus reads HEAD, the queue and every service's members.
 func ReadStatus(c *znodes.Conn) (*Status, error) {
 	p := c.Paths()
 	st := &Status{}
@@ -46,13 +104,9 @@ func ReadStatus(c *znodes.Conn) (*Status, error) {
 	if st.Queue, err = ReadQueue(c); err != nil {
 		return nil, err
 	}
-	services := map[string]bool{}
-	names, err := children(c, p.CurrentRoot())
+	services, err := fleetServices(c)
 	if err != nil {
 		return nil, err
-	}
-	for _, n := range names {
-		services[n] = true
 	}
 	var headSpecServices map[string]string
 	var quorum = map[string]func(int) int{}
@@ -63,46 +117,32 @@ func ReadStatus(c *znodes.Conn) (*Status, error) {
 		}
 		headSpecServices = map[string]string{}
 		for name, svc := range sp.Services {
-			services[name] = true
+			if !slices.Contains(services, name) {
+				services = append(services, name)
+			}
 			headSpecServices[name] = svc.Version
 			quorum[name] = svc.Quorum.Min
 		}
 	}
-	all := make([]string, 0, len(services))
-	for s := range services {
-		all = append(all, s)
-	}
-	sort.Strings(all)
-	for _, s := range all {
-		ss := ServiceStatus{Service: s, Target: headSpecServices[s], Versions: map[string]int{}}
-		ms, err := children(c, p.Current(s))
+	sort.Strings(services)
+	for _, s := range services {
+		ss := ServiceStatus{Service: s, Target: headSpecServices[s], Versions: map[string]int{}, Members: []MemberStatus{}}
+		f, err := c.ReadFleet(s)
 		if err != nil {
 			return nil, err
 		}
-		sort.Strings(ms)
-		for _, m := range ms {
-			var cur znodes.Current
-			if _, err := c.GetJSON(p.CurrentMachine(s, m), &cur); err != nil {
-				if errors.Is(err, zk.ErrNoNode) {
-					continue
-				}
-				return nil, err
+		for _, ms := range f.States() {
+			ss.Members = append(ss.Members, memberStatus(ms))
+			ss.Total++
+			if ms.Available {
+				ss.Available++
 			}
-			ss.Machines = append(ss.Machines, cur)
+		}
+		ss.Machines, ss.Down = f.Current, f.Down
+		for _, cur := range f.Current {
 			ss.Versions[cur.Version]++
 			if cur.Healthy {
 				ss.Healthy++
-			}
-		}
-		downs, err := children(c, p.Down(s))
-		if err != nil {
-			return nil, err
-		}
-		sort.Strings(downs)
-		for _, m := range downs {
-			var d znodes.Down
-			if _, err := c.GetJSON(p.DownMachine(s, m), &d); err == nil {
-				ss.Down = append(ss.Down, d)
 			}
 		}
 		staged, err := children(c, p.Staging(s))
@@ -111,7 +151,7 @@ func ReadStatus(c *znodes.Conn) (*Status, error) {
 		}
 		ss.Staged = len(staged)
 		if q := quorum[s]; q != nil {
-			ss.Quorum = q(len(ss.Machines))
+			ss.Quorum = q(ss.Total)
 		}
 		st.Services = append(st.Services, ss)
 	}
@@ -138,6 +178,26 @@ func ReadStatus(c *znodes.Conn) (*Status, error) {
 		}
 	}
 	return st, nil
+}
+
+// fleetServices lists, sorted, the services that have members,
+// registrations or step records.
+func fleetServices(c *znodes.Conn) ([]string, error) {
+	p := c.Paths()
+	var all []string
+	for _, dir := range []string{p.MembersRoot(), p.CurrentRoot(), p.DownRoot()} {
+		names, err := children(c, dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range names {
+			if !slices.Contains(all, n) {
+				all = append(all, n)
+			}
+		}
+	}
+	sort.Strings(all)
+	return all, nil
 }
 
 func children(c *znodes.Conn, path string) ([]string, error) {

@@ -41,6 +41,27 @@ type Spec struct {
 // Window is a daily maintenance window in wall-clock time of Timezone.
 // Start is inclusive, End exclusive; End before Start means the window
 // crosses midnight (22:00-04:00).
+//
+// Each day the window opens at the first instant the clock of Timezone
+// reads Start or later, and closes at the first instant it reads End (on the
+// next day if the window crosses midnight) or later. On DST transitions
+// that means:
+//
+//   - A time that does not exist (spring forward, e.g. 02:30 in Paris on
+//     2026-03-29, when 02:00 CET becomes 03:00 CEST) is taken as the
+//     instant of the jump: 22:00-02:30 closes at 02:00 CET, 02:30-05:00 opens
+//     at 03:00 CEST, and 02:10-02:40 does not open that day.
+//   - A time that occurs twice (fall back, e.g. 02:30 in Paris on
+//     2026-10-25, when 03:00 CEST becomes 02:00 CET) is its first
+//     occurrence, for Start and End alike: 22:00-02:30 closes at 02:30 CEST
+//     and does not reopen when the clock shows 02:00-02:30 again;
+//     02:30-05:00 opens at 02:30 CEST and stays open through the repeated
+//     hour; 01:00-05:00 is open 5 real hours.
+//
+// So a window opens at most once a day, as one unbroken stretch of time,
+// and the closed part of a window crossing midnight never vanishes unless it
+// lies entirely in a gap. [Window.Remaining] and [Window.NextOpen] are real
+// durations and instants consistent with [Window.Open].
 type Window struct {
 	// Start is "HH:MM" (24h).
 	Start string `yaml:"start" json:"start"`

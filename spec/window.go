@@ -58,70 +58,116 @@ func (w *Window) bounds() (start, end time.Duration, loc *time.Location, ok bool
 	return start, end, loc, err1 == nil && err2 == nil && err3 == nil && start != end
 }
 
-// at returns the instant at offset off from midnight, days after the date
-// of t (in t's location). Wall times that do not exist (DST gaps) are
-// normalized forward by package time.
-func at(t time.Time, days int, off time.Duration) time.Time {
-	y, m, d := t.Date()
-	return time.Date(y, m, d+days, int(off/time.Hour), int(off%time.Hour/time.Minute), 0, 0, t.Location())
+// maxOffset is more than any UTC offset (real ones lie within -12h..+14h).
+const maxOffset = 26 * time.Hour
+
+// reach returns the first instant at which the wall clock of loc reads
+// off after midnight of y-m-d, or later. Usually that is the instant the
+// clock shows exactly that time; for a time that does not exist (it lies in
+// a gap, such as 02:30 when the clock jumps from 02:00 to 03:00) it is the
+// instant of the jump; for a time that occurs twice (the clock falls back) it
+// is the first occurrence. y-m-d is normalized as by [time.Date].
+func reach(y int, m time.Month, d int, off time.Duration, loc *time.Location) time.Time {
+	wall := time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Add(off) // the wall time, read as UTC
+	// Walk the zone periods of loc from an instant where the clock surely
+	// reads less than wall. Within one period the clock reads instant+offset,
+	// which only grows.
+	t := wall.Add(-maxOffset)
+	for {
+		local := t.In(loc)
+		_, offset := local.Zone()
+		_, end := local.ZoneBounds()
+		c := wall.Add(-time.Duration(offset) * time.Second) // the instant that reads wall in this period
+		if !c.After(t) {
+			return local // the clock is past wall when the period starts: wall is in a gap
+		}
+		if end.IsZero() || c.Before(end) {
+			return c.In(loc)
+		}
+		t = end
+	}
 }
 
-func sinceMidnight(t time.Time) time.Duration {
-	h, m, s := t.Clock()
-	return time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(s)*time.Second + time.Duration(t.Nanosecond())
+// span is one opening of a window: [open, close).
+type span struct{ open, close time.Time }
+
+// spans returns the window's openings that start on the local dates from
+// two days before now's to three days after, in order. Openings that are
+// empty (both bounds in one DST gap) are left out. Openings never overlap,
+// but one may close at the instant the next opens (the closed part of a
+// window that crosses midnight lies in a gap).
+func (w *Window) spans(now time.Time) []span {
+	start, end, loc, ok := w.bounds()
+	if !ok {
+		return nil // an invalid window is closed
+	}
+	y, m, d := now.In(loc).Date()
+	spans := make([]span, 0, 6)
+	for day := d - 2; day <= d+3; day++ {
+		closeDay := day
+		if end < start {
+			closeDay++ // crosses midnight: closes the next day
+		}
+		s := span{reach(y, m, day, start, loc), reach(y, m, closeDay, end, loc)}
+		if s.open.Before(s.close) {
+			spans = append(spans, s)
+		}
+	}
+	return spans
 }
 
-// Open reports whether now is inside the window (start inclusive, end
-// exclusive, wall clock of the window's timezone). A nil window is always
-// open; an invalid one never.
+// Open reports whether now is inside the window. A nil window is always
+// open; an invalid one never. See [Window] for how DST transitions are
+// handled.
 func (w *Window) Open(now time.Time) bool {
 	if w == nil {
 		return true
 	}
-	start, end, loc, ok := w.bounds()
-	if !ok {
-		return false
+	spans := w.spans(now)
+	for _, s := range spans {
+		if !now.Before(s.open) && now.Before(s.close) {
+			return true
+		}
 	}
-	t := sinceMidnight(now.In(loc))
-	if start < end {
-		return start <= t && t < end
-	}
-	return t >= start || t < end // crosses midnight
+	return false
 }
 
-// Remaining returns how long until the window closes: 0 if it is closed,
-// [AlwaysOpenRemaining] for a nil window.
+// Remaining returns the real time (not the wall-clock difference) until
+// the window next closes, that is until the first instant at which Open is
+// false: 0 if it is closed now, [AlwaysOpenRemaining] for a nil window.
 func (w *Window) Remaining(now time.Time) time.Duration {
 	if w == nil {
 		return AlwaysOpenRemaining
 	}
-	if !w.Open(now) {
-		return 0
+	spans := w.spans(now)
+	for i, s := range spans {
+		if now.Before(s.open) || !now.Before(s.close) {
+			continue
+		}
+		end := s.close
+		for _, next := range spans[i+1:] {
+			if !next.open.Equal(end) {
+				break
+			}
+			end = next.close // reopens at once: Open never turns false here
+		}
+		return end.Sub(now)
 	}
-	start, end, loc, _ := w.bounds()
-	local := now.In(loc)
-	days := 0
-	if start > end && sinceMidnight(local) >= start {
-		days = 1 // crosses midnight and we are before it: closes tomorrow
-	}
-	return at(local, days, end).Sub(now)
+	return 0
 }
 
-// NextOpen returns when the window next opens: now if it is open, the zero
-// time for an invalid window.
+// NextOpen returns the first instant at which Open is true: now if it is
+// open, the zero time for an invalid window. A later instant is in the
+// window's timezone.
 func (w *Window) NextOpen(now time.Time) time.Time {
 	if w.Open(now) {
 		return now
 	}
-	start, _, loc, ok := w.bounds()
-	if !ok {
-		return time.Time{}
-	}
-	local := now.In(loc)
-	for days := 0; days < 3; days++ {
-		if t := at(local, days, start); t.After(now) {
-			return t
+	spans := w.spans(now)
+	for _, s := range spans {
+		if s.open.After(now) {
+			return s.open
 		}
 	}
-	return time.Time{} // not reached: start tomorrow is always after now
+	return time.Time{} // invalid window (a valid one opens on at least one of the next three days)
 }

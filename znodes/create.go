@@ -119,11 +119,20 @@ func (c *Conn) EnsurePath(p string) error {
 	return nil
 }
 
-// EnsureSkeleton creates the persistent containers of the layout.
+// EnsureSkeleton creates the persistent containers of the layout and the
+// control node (its version fences every spend, so it must exist).
 func (c *Conn) EnsureSkeleton() error {
 	for _, p := range c.paths.Skeleton() {
 		if err := c.EnsurePath(p); err != nil {
 			return err
+		}
+	}
+	ctl := c.paths.Control()
+	if ok, _, err := c.zk.Exists(ctl); err != nil {
+		return fmt.Errorf("ensure %s: %w", ctl, err)
+	} else if !ok {
+		if _, err := c.Create(ctl, MustEncode(&Control{}), 0); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return fmt.Errorf("ensure %s: %w", ctl, err)
 		}
 	}
 	return nil

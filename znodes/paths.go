@@ -78,6 +78,13 @@ func (p Paths) Down(service string) string   { return p.join("down", service) }
 func (p Paths) DownMachine(service, machine string) string {
 	return p.join("down", service, machine)
 }
+func (p Paths) MembersRoot() string           { return p.join("members") }
+func (p Paths) Members(service string) string { return p.join("members", service) }
+func (p Paths) Member(service, machine string) string {
+	return p.join("members", service, machine)
+}
+func (p Paths) BadRoot() string                { return p.join("bad") }
+func (p Paths) Bad(key string) string          { return p.join("bad", key) }
 func (p Paths) Agents() string                 { return p.join("agents") }
 func (p Paths) Agent(machine string) string    { return p.join("agents", machine) }
 func (p Paths) ProgressRoot() string           { return p.join("progress") }
@@ -91,7 +98,8 @@ func (p Paths) Election(name string) string    { return p.join("election", name)
 // agents and the coordinator run; EnsureSkeleton creates them.
 func (p Paths) Skeleton() []string {
 	return []string{p.Root, p.Specs(), p.History(), p.Deploy(), p.CurrentRoot(), p.StagingRoot(),
-		p.TurnsRoot(), p.BudgetRoot(), p.DownRoot(), p.Agents(), p.ProgressRoot(), p.Blobs(), p.ElectionRoot()}
+		p.TurnsRoot(), p.BudgetRoot(), p.DownRoot(), p.MembersRoot(), p.BadRoot(), p.Agents(), p.ProgressRoot(),
+		p.Blobs(), p.ElectionRoot()}
 }
 
 // SeqOf returns the sequence number of a sequential znode name (the last 10

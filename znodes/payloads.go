@@ -59,6 +59,12 @@ type HistoryEntry struct {
 	Services []string `json:"services,omitempty"`
 	// Superseded is true when the move replaced an unfinished rollout.
 	Superseded bool `json:"superseded,omitempty"`
+	// SupersededHalts names the halted entries the move replaced
+	// ("store 3.0.0: halted on m2: ..."); they stay halted in the new queue
+	// when the new spec keeps the same build.
+	SupersededHalts []string `json:"superseded_halts,omitempty"`
+	// Forced lists the bad builds the move was forced past (--force).
+	Forced []string `json:"forced,omitempty"`
 }
 
 // DeployEntry is one service's step of the rollout queue under Paths.Deploy.
@@ -76,7 +82,14 @@ type DeployEntry struct {
 	Machine      string    `json:"machine,omitempty"` // the machine that halted it
 	Updated      time.Time `json:"updated"`
 	SettingsOnly bool      `json:"settings_only,omitempty"`
+	// Build is the target build id (spec.Service.BuildID) of the entry's
+	// version; "" for a removal.
+	Build string `json:"build,omitempty"`
 }
+
+// Deploy entry kinds beyond spec's new/upgrade/settings: a service removed
+// from the spec is stopped machine by machine.
+const KindRemoved = "removed"
 
 // QueuedEntry is a deploy entry as read from the queue: its znode name and
 // data version (for versioned sets) with the payload.
@@ -86,23 +99,6 @@ type QueuedEntry struct {
 	// ZVersion is the znode data version.
 	ZVersion int32 `json:"znode_version"`
 	DeployEntry
-}
-
-// CompletedBy reports whether the entry is done given its service's
-// /dc/current entries and the number of its /dc/down markers: every machine
-// runs the entry's version from the entry's spec, healthy and running, no
-// machine is down, and there is at least one machine. Agents and the
-// coordinator both apply this rule before marking an entry done.
-func (e DeployEntry) CompletedBy(current []Current, down int) bool {
-	if down > 0 || len(current) == 0 {
-		return false
-	}
-	for _, c := range current {
-		if c.Version != e.Version || c.SpecID != e.SpecID || !c.Healthy || c.State != StateRunning {
-			return false
-		}
-	}
-	return true
 }
 
 // Control holds operator switches at Paths.Control.
@@ -158,15 +154,20 @@ type Budget struct {
 	At      time.Time `json:"at"`
 }
 
-// Down marks a machine that spent quorum budget and is out of service, at
-// Paths.DownMachine. Ephemeral: a dead machine stops counting after its
-// session expires (and then counts as missing from /dc/current instead).
+// Down is the persistent step record of a machine that spent quorum budget
+// and is out of service, at Paths.DownMachine. It outlives the agent's
+// session: only the agent that took the step (once healthy again on the new
+// or the reverted build, and once any halt it owes has landed) or an
+// operator (dcroll machine clear) deletes it.
 type Down struct {
 	V       int       `json:"v"`
 	Machine string    `json:"machine"`
 	Rack    string    `json:"rack"`
+	Kind    string    `json:"kind,omitempty"` // upgrade, settings or removed
 	From    string    `json:"from"`
 	To      string    `json:"to"`
+	Entry   string    `json:"entry,omitempty"` // deploy entry node of the step
+	Token   string    `json:"token,omitempty"` // random id of the step: tells a lost spend's outcome
 	At      time.Time `json:"at"`
 }
 
@@ -278,3 +279,5 @@ func (x *Down) setV()         { x.V = SchemaVersion }
 func (x *Agent) setV()        { x.V = SchemaVersion }
 func (x *Progress) setV()     { x.V = SchemaVersion }
 func (x *Blob) setV()         { x.V = SchemaVersion }
+func (x *Member) setV()       { x.V = SchemaVersion }
+func (x *BadBuild) setV()     { x.V = SchemaVersion }

@@ -87,6 +87,7 @@ func commands() []*cli.Command {
 	cmds = append(cmds, specCommands()...)
 	cmds = append(cmds, statusCommands()...)
 	cmds = append(cmds, agentCommand(), blobCommand(), originCommand(), coordinatorCommand())
+	cmds = append(cmds, machineCommand(), badCommand())
 	cmds = append(cmds, extraCommands()...)
 	cmds = append(cmds, completionCommand())
 	return cmds

@@ -32,20 +32,32 @@ func coordinatorCommand() *cli.Command {
 marks a service's deploy entry done once every machine runs the new version
 (agents do it too; the write happens exactly once). Every instance serves the
 web dashboard at /, the status API at /api/status and Prometheus metrics at
-/metrics, read from znode state.`,
+/metrics, read from znode state.
+
+The leader also halts the active entry of a service that has no member at all
+(no machine ever registered it, or all were removed) for --no-members-after,
+so a spec naming a service nobody runs does not block the queue silently:
+   dcroll coordinator --no-members-after 30m`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "http", Value: "127.0.0.1:7080", EnvVars: []string{"DCROLL_COORDINATOR_HTTP"}, Usage: "dashboard and metrics `ADDR`"},
 			&cli.StringFlag{Name: "id", Usage: "candidate id in the election (default host:pid)"},
 			&cli.BoolFlag{Name: "tracker", Value: true, Usage: "also serve the rack-aware BitTorrent tracker at /announce (publish with --tracker http://THIS/announce)"},
+			&cli.DurationFlag{Name: "no-members-after", Value: coordinator.DefaultNoMembersAfter, EnvVars: []string{"DCROLL_NO_MEMBERS_AFTER"}, Usage: "halt the active entry of a service no machine has registered for this `DURATION` (0: never)"},
 			sessionTimeoutFlag,
 		},
 		Action: func(c *cli.Context) error {
+			if c.Duration("no-members-after") < 0 {
+				return usageError{msg: "coordinator: --no-members-after must not be negative (0: never)"}
+			}
 			conn, err := daemonConn(c)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			cfg := coordinator.Config{Conn: conn, ID: c.String("id"), HTTPAddr: c.String("http"), Logger: logger(c)}
+			cfg := coordinator.Config{Conn: conn, ID: c.String("id"), HTTPAddr: c.String("http"), Logger: logger(c), NoMembersAfter: c.Duration("no-members-after")}
+			if cfg.NoMembersAfter == 0 {
+				cfg.NoMembersAfter = -1 // never
+			}
 			if c.Bool("tracker") {
 				racks := distrib.NewRackMap(conn, logger(c))
 				go func() { _ = racks.Run(c.Context) }()

@@ -26,15 +26,27 @@ moves HEAD, records history and writes the deploy queue: the changed services
 in dependency order. If anything fails, nothing changes.
 
 Pushing the spec HEAD already points to changes nothing. While a rollout is
-unfinished a push is refused; --supersede replaces the unfinished queue.
+unfinished a push is refused; --supersede replaces the unfinished queue. A
+superseded service keeps an entry even when the new spec does not change it,
+and a halted one stays halted when the same build is pushed again (until
+dcroll resume): a halt is never dropped silently.
+
+A push is also refused (and --dry-run says so) when:
+  - a build in SPEC halted a rollout before (dcroll bad list): push a fixed
+    build, or --force to try that build again (its bad record is deleted and
+    the history entry names it);
+  - a service's quorum is larger than its members (dcroll machine list):
+    lower the quorum, or add machines.
 
 Examples:
    dcroll push --dry-run nightly.yaml   # print the plan, write nothing
    dcroll push nightly.yaml
-   dcroll push --supersede hotfix.yaml`,
+   dcroll push --supersede hotfix.yaml  # replace the unfinished rollout
+   dcroll push --supersede --force nightly.yaml   # retry a build that halted`,
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"},
 				&cli.BoolFlag{Name: "supersede", Usage: "replace an unfinished rollout's queue"},
+				forceFlag,
 				jsonFlag,
 			},
 			Action: func(c *cli.Context) error {
@@ -46,7 +58,7 @@ Examples:
 					return err
 				}
 				return movePointer(c, func(conn *znodes.Conn) (*coordinator.PushResult, error) {
-					return coordinator.Push(c.Context, conn, sp, coordinator.PushOptions{DryRun: c.Bool("dry-run"), Supersede: c.Bool("supersede")})
+					return coordinator.Push(c.Context, conn, sp, coordinator.PushOptions{DryRun: c.Bool("dry-run"), Supersede: c.Bool("supersede"), Force: c.Bool("force")})
 				})
 			},
 		},
@@ -57,14 +69,22 @@ Examples:
 			Description: `Rolling back is moving a pointer: the old spec is still stored, the agents
 still hold its blobs. The move goes through the same atomic path as a push,
 is recorded in history, and replaces any unfinished (or halted) rollout.
-SPEC_ID may be a unique prefix of at least 4 hex digits (see dcroll history).`,
-			Flags: []cli.Flag{jsonFlag, &cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"}},
+SPEC_ID may be a unique prefix of at least 4 hex digits (see dcroll history).
+
+Rolling back to a spec whose build halted a rollout (dcroll bad list) is
+refused like a push; --force tries it again.
+
+Examples:
+   dcroll rollback              # HEAD back to the previous spec
+   dcroll rollback 3f2a9c       # to a spec of dcroll history
+   dcroll rollback --force 3f2a9c`,
+			Flags: []cli.Flag{jsonFlag, &cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"}, forceFlag},
 			Action: func(c *cli.Context) error {
 				if err := needArgs(c, 0, 1, "at most one spec id"); err != nil {
 					return err
 				}
 				return movePointer(c, func(conn *znodes.Conn) (*coordinator.PushResult, error) {
-					return coordinator.Rollback(c.Context, conn, c.Args().First(), coordinator.PushOptions{DryRun: c.Bool("dry-run")})
+					return coordinator.Rollback(c.Context, conn, c.Args().First(), coordinator.PushOptions{DryRun: c.Bool("dry-run"), Force: c.Bool("force")})
 				})
 			},
 		},
@@ -176,6 +196,8 @@ SPEC_ID may be a unique prefix of at least 4 hex digits (see dcroll history).`,
 	}
 }
 
+var forceFlag = &cli.BoolFlag{Name: "force", Usage: "push past builds that halted a rollout (dcroll bad list), deleting their records; a halted service pushed again with the same build is not kept halted"}
+
 // movePointer runs a push or rollback and prints its result.
 func movePointer(c *cli.Context, move func(*znodes.Conn) (*coordinator.PushResult, error)) error {
 	return withConn(c, func(conn *znodes.Conn) error {
@@ -211,14 +233,38 @@ func printPush(w io.Writer, res *coordinator.PushResult) {
 	if res.Superseded {
 		fmt.Fprintln(w, "the unfinished rollout is superseded")
 	}
-	if len(res.Plan) == 0 {
+	for _, h := range res.SupersededHalts {
+		on := ""
+		if h.Machine != "" {
+			on = " on " + h.Machine
+		}
+		fmt.Fprintf(w, "superseded halted %s %s (halted%s: %s)\n", h.Service, dash(h.Version), on, h.Reason)
+		if h.StillHalted {
+			fmt.Fprintf(w, "  %s stays halted: the same build is pushed again; dcroll resume retries it (or push --force)\n", h.Service)
+		}
+	}
+	for _, k := range res.Forced {
+		fmt.Fprintf(w, "forced past bad build %s: its record is deleted\n", k)
+	}
+	if len(res.Entries) == 0 {
 		fmt.Fprintln(w, "no service changes: agents only record the new spec id")
 		return
 	}
+	reasons := map[string]string{}
+	for _, ch := range res.Plan {
+		reasons[ch.Service] = strings.Join(ch.Reasons, ", ")
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STEP\tSERVICE\tCHANGE\tFROM\tTO\tWHY")
-	for i, ch := range res.Plan {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, ch.Service, ch.Kind, dash(ch.From), dash(ch.To), strings.Join(ch.Reasons, ", "))
+	for i, e := range res.Entries {
+		why, planned := reasons[e.Service]
+		if !planned {
+			why = "unfinished in the superseded rollout"
+		}
+		if e.State == znodes.DeployHalted {
+			why += "; HALTED: " + e.Reason
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, e.Service, e.Kind, dash(e.FromVersion), dash(e.Version), why)
 	}
 	tw.Flush()
 }

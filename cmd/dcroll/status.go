@@ -22,9 +22,19 @@ func statusCommands() []*cli.Command {
 		{
 			Name:  "status",
 			Usage: "show HEAD, the deploy queue and what runs where",
-			Description: `Reads /dc/head, /dc/deploy, /dc/current, /dc/down, /dc/staging and the
-agents' download progress. --watch redraws every --interval until the queue is
-done (or Ctrl-C): the live view of a rollout.`,
+			Description: `Reads /dc/head, /dc/deploy, /dc/members, /dc/current, /dc/down, /dc/staging
+and the agents' download progress. --watch redraws every --interval until the
+queue is done (or Ctrl-C): the live view of a rollout.
+
+Every member of a service is listed, including absent ones (their agent is
+gone, frozen or cut off): an absent member counts as unavailable and holds its
+service's rollout back until it returns or an operator removes it (dcroll
+machine remove). "3/5 available (quorum 3)" is counted over members.
+
+Examples:
+   dcroll status
+   dcroll status --watch
+   dcroll status --json | jq '.services[] | {service, members}'`,
 			Flags: []cli.Flag{
 				jsonFlag,
 				&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "redraw until the rollout is finished"},
@@ -116,7 +126,10 @@ func printStatus(w io.Writer, st *coordinator.Status) {
 		for i, e := range st.Queue {
 			extra := ""
 			if e.State == znodes.DeployHalted {
-				extra = fmt.Sprintf("  %s on %s", e.Reason, e.Machine)
+				extra = "  " + e.Reason
+				if e.Machine != "" {
+					extra += " on " + e.Machine
+				}
 			}
 			fmt.Fprintf(tw, "  %d\t%s\t%s -> %s\t%s\t%s%s\n", i+1, e.Service, dash(e.FromVersion), e.Version, e.Kind, strings.ToUpper(e.State), extra)
 		}
@@ -130,13 +143,9 @@ func printStatus(w io.Writer, st *coordinator.Status) {
 			vs = append(vs, fmt.Sprintf("%s×%d", v, n))
 		}
 		sort.Strings(vs)
-		fmt.Fprintf(tw, "  %s\ttarget %s\t%d/%d healthy (quorum %d)\t%d down\t%d staged\t%s\n", s.Service, dash(s.Target), s.Healthy, len(s.Machines), s.Quorum, len(s.Down), s.Staged, strings.Join(vs, " "))
-		for _, m := range s.Machines {
-			h := "healthy"
-			if !m.Healthy {
-				h = "UNHEALTHY"
-			}
-			fmt.Fprintf(tw, "    %s\t%s/%s\t%s\t%s\t%s\t%s\n", m.Machine, m.DC, m.Rack, m.Version, m.State, h, m.Detail)
+		fmt.Fprintf(tw, "  %s\ttarget %s\t%d/%d available (quorum %d)\t%d mid-step\t%d staged\t%s\n", s.Service, dash(s.Target), s.Available, s.Total, s.Quorum, len(s.Down), s.Staged, strings.Join(vs, " "))
+		for _, m := range s.Members {
+			fmt.Fprintf(tw, "    %s\t%s/%s\t%s\t%s\t%s\n", m.Machine, dash(m.DC), dash(m.Rack), dash(m.Version), memberState(m), m.Detail)
 		}
 	}
 	tw.Flush()
@@ -148,6 +157,15 @@ func printStatus(w io.Writer, st *coordinator.Status) {
 			fmt.Fprintf(w, "  %s %s %s\n", p.Machine, shortBlob(b.Blob), bar(b.Bytes, b.Total, b.RateBps, b.Peers, b.Source))
 		}
 	}
+}
+
+// memberState is "available", or why not: "absent (last seen 1.0.0 at ...)",
+// "mid-step (upgrade 1.0.0 -> 2.0.0 since ...)", "failed", ...
+func memberState(m coordinator.MemberStatus) string {
+	if m.Available {
+		return "available"
+	}
+	return dash(m.Why)
 }
 
 func shortBlob(id string) string {
