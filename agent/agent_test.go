@@ -525,3 +525,58 @@ func TestBootFinishesInterruptedStep(t *testing.T) {
 		return true, nil
 	})
 }
+
+// TestBootInterruptedRevert: the agent died while reverting from a failed
+// build (state.json: InFlight.Reverting, Current = the good build,
+// Previous = the failed one). The good build is slow to become healthy at
+// boot (its health check fails: wrong port); the next boot must keep it and
+// never go back to the build that failed (the old rule "interrupted and
+// unhealthy: go back to Previous" would start the broken one).
+func TestBootInterruptedRevert(t *testing.T) {
+	h := newHarness(t)
+	h.start("m1", "r1")
+	res := h.push(h.spec("v2", "v2", nil), false)
+	h.waitAll(1, "2.0.0", res.SpecID)
+	h.stop("m1")
+
+	dir := filepath.Join(h.dirs["m1"], "web")
+	st, err := agent.LoadState(dir, "web")
+	if err != nil || st.Current == nil {
+		t.Fatalf("state after the first run: %+v %v", st, err)
+	}
+	blob, err := agent.DirFetcher{Dir: h.blobs}.Fetch(context.Background(), h.ids["v3"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3dir, err := supervise.Unpack(context.Background(), blob, filepath.Join(dir, "versions"), "3.0.0-broken", "./hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := *st.Current
+	broken.Version, broken.Build, broken.Dir = "3.0.0-broken", "broken", v3dir
+	good := *st.Current
+	good.Health = &spec.Health{HTTP: fmt.Sprintf("http://127.0.0.1:%d/healthz", zktest.FreePort(t)),
+		Timeout: spec.Duration{Duration: 200 * time.Millisecond}, MinHealthy: spec.Duration{Duration: 100 * time.Millisecond},
+		Deadline: spec.Duration{Duration: time.Second}}
+	st.Current, st.Previous = &good, &broken
+	st.InFlight = &agent.Step{Kind: agent.StepUpgrade, From: "2.0.0", To: "3.0.0-broken", Reverting: true}
+	if err := st.Save(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	h.start("m1", "r1", func(c *agent.Config) { c.ZK = "127.0.0.1:1" })
+	zktest.WaitFor(t, 30*time.Second, "the interrupted revert finished at boot", func() (bool, error) {
+		st, err := agent.LoadState(dir, "web")
+		if err != nil || st.InFlight != nil {
+			return false, fmt.Errorf("state %+v %v", st, err)
+		}
+		return true, nil
+	})
+	st, err = agent.LoadState(dir, "web")
+	if err != nil || st.Current == nil || st.Current.Version != "2.0.0" {
+		t.Fatalf("state after boot: %+v %v: want Current 2.0.0", st, err)
+	}
+	if s, err := h.hello("m1"); err != nil || s.Version != "2.0.0" {
+		t.Fatalf("serves %+v (%v), want 2.0.0: a revert interrupted by kill -9 must never boot the failed build", s, err)
+	}
+}

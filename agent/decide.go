@@ -289,15 +289,19 @@ func Decide(s Snapshot) Decision {
 	}
 
 	// Runs something else than HEAD wants: stage, then wait for the turn.
+	// A bad build is neither staged nor stepped to (a halt says more).
+	if b, ok := s.badFor(s.Head); ok {
+		if w := gate(s, own, active); w != nil {
+			return *w
+		}
+		return Decision{Action: Wait, Version: target, Entry: own,
+			Reason: fmt.Sprintf("%s %s is a bad build: halted on %s at %s: %s; push a fixed build, dcroll rollback, or push --force", s.Service, b.Version, orNone(b.Machine), b.At.UTC().Format(time.DateTime), b.Reason)}
+	}
 	if kind == StepUpgrade && s.Local.Staged != targetBuild {
 		return Decision{Action: Stage, Version: target, SpecID: s.HeadID, Entry: own, Reason: "stage " + target}
 	}
 	if w := gate(s, own, active); w != nil {
 		return *w
-	}
-	if b, ok := s.badFor(s.Head, kind); ok {
-		return Decision{Action: Wait, Version: target, Entry: own,
-			Reason: fmt.Sprintf("%s %s is a bad build: halted on %s at %s: %s; push a fixed build, dcroll rollback, or push --force", s.Service, b.Version, orNone(b.Machine), b.At.UTC().Format(time.DateTime), b.Reason)}
 	}
 	if w := windowWait(s, target); w != nil {
 		return *w
@@ -347,7 +351,7 @@ func removal(s Snapshot, own, active *Entry) Decision {
 	if !s.HoldsTurn {
 		return Decision{Action: TakeTurn, Entry: own, Reason: "ready to stop " + s.Service + " (removed from the spec)"}
 	}
-	if w := stepRules(s, "", false); w != nil {
+	if w := stepRules(s, "", false); w != nil { // stopped members are done, not unavailable
 		return *w
 	}
 	return Decision{Action: SpendAndStep, Kind: StepRemove, SpecID: s.HeadID, Entry: active,
@@ -358,7 +362,8 @@ func removal(s Snapshot, own, active *Entry) Decision {
 // more than max_parallel members unavailable, two racks unavailable at
 // once, or (withQuorum) fewer than the quorum of members available after
 // this machine goes. Every member counts: absent, not running, unhealthy
-// and mid-step members are unavailable.
+// and mid-step members are unavailable. Without quorum (a removal), members
+// that already stopped the service are done, not unavailable.
 func stepRules(s Snapshot, target string, withQuorum bool) *Decision {
 	if s.UnsafeRules {
 		return nil
@@ -373,13 +378,17 @@ func stepRules(s Snapshot, target string, withQuorum bool) *Decision {
 	maxPar := max(max_, 1)
 	total, avail, unavail := s.Fleet().Count()
 	var others []znodes.MemberState
-	meAvail := false
+	meAvail := true
 	for _, m := range unavail {
-		if m.Machine != s.Machine {
+		switch {
+		case m.Machine == s.Machine:
+			meAvail = false
+		case !withQuorum && m.Down == nil && m.Current != nil && m.Current.State == znodes.StateStopped:
+			// A removal: members that already stopped are done, not down.
+		default:
 			others = append(others, m)
 		}
 	}
-	meAvail = len(others) == len(unavail)
 	if len(others)+1 > maxPar {
 		return &Decision{Action: Wait, Version: target,
 			Reason: fmt.Sprintf("max_parallel %d: %d other member(s) unavailable: %s", maxPar, len(others), describe(others))}
@@ -427,14 +436,14 @@ func describe(ms []znodes.MemberState) string {
 	return strings.Join(parts, ", ")
 }
 
-// badFor returns the bad-build record that forbids stepping to svc: the
-// build itself, or (settings steps) these settings on this build.
-func (s Snapshot) badFor(svc *spec.Service, kind string) (znodes.BadBuild, bool) {
+// badFor returns the bad-build record that forbids running svc: the
+// build itself, or these settings on this build.
+func (s Snapshot) badFor(svc *spec.Service) (znodes.BadBuild, bool) {
 	build := BuildID(svc)
 	if b, ok := s.Bad[znodes.BadKey(build, "")]; ok {
 		return b, true
 	}
-	if b, ok := s.Bad[znodes.BadKey(build, znodes.SettingsHash(svc.Settings))]; ok && kind != StepUpgrade {
+	if b, ok := s.Bad[znodes.BadKey(build, znodes.SettingsHash(svc.Settings))]; ok {
 		return b, true
 	}
 	return znodes.BadBuild{}, false
@@ -500,7 +509,7 @@ func returning(s Snapshot, own *Entry) Decision {
 	start := func(v, id, why string) Decision {
 		return Decision{Action: StartVersion, Version: v, SpecID: id, Entry: own, Reason: why}
 	}
-	if _, bad := s.badFor(s.Head, StepUpgrade); bad && own != nil && own.FromVersion != "" {
+	if _, bad := s.badFor(s.Head); bad && own != nil && own.FromVersion != "" {
 		// HEAD's build halted a rollout: never start it on a returning machine.
 		if id, ok := s.Local.Known[own.FromVersion]; ok {
 			return start(own.FromVersion, id, fmt.Sprintf("HEAD's %s is a bad build: %s known locally", target, own.FromVersion))

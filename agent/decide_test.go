@@ -400,6 +400,9 @@ func TestDecide(t *testing.T) {
 
 		// Removal: HEAD no longer has the service.
 		{"removal: go, no quorum", removing, SpendAndStep, "", "stop web v1 (removed from the spec): 5 of 5 members available", StepRemove},
+		{"removal: a peer already stopped is done, not down: go", all(removing, stopped("m2")), SpendAndStep, "", "stop web", StepRemove},
+		{"removal: a stopped peer mid-step still counts", all(removing, stopped("m4"), func(s *Snapshot) { s.Down = []znodes.Down{down("m4")} }), Wait, "", "m4 mid-step", ""},
+		{"upgrade onto a bad build+settings pair: wait", all(markBad(v2, hi), func(s *Snapshot) { s.Head.Settings = hi }), Wait, "v2", "bad build", ""},
 		{"removal of the last member: go", func(s *Snapshot) {
 			removing(s)
 			s.Members, s.Current = s.Members[:1], s.Current[:1]
@@ -582,6 +585,14 @@ func TestDecideSpecIDs(t *testing.T) {
 			s.Queue[0].State = znodes.DeployHalted
 			s.Current = nil
 		}, "old"},
+		{"settings step uses HEAD", settingsChange, "new"},
+		{"adopt uses HEAD", func(s *Snapshot) { atTarget(s); s.Local.SpecID = "old" }, "new"},
+		{"removal uses HEAD", removing, "new"},
+		{"returning, HEAD's build bad, uses HEAD's predecessor", all(markBad(v2, nil), func(s *Snapshot) { s.Local = Local{} }), "old"},
+		{"returning, HEAD's build bad, uses the locally known spec", all(markBad(v2, nil), func(s *Snapshot) {
+			s.Local.Running = false
+			s.Local.Known = map[string]string{"v1": "older"}
+		}), "older"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

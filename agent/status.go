@@ -31,6 +31,9 @@ type ServiceStatus struct {
 	Restarts int       `json:"restarts"`
 	Reloads  int       `json:"reloads"`
 	InFlight *Step     `json:"in_flight,omitempty"`
+	// PendingHalt is a halt this machine owes the queue and has not
+	// written yet (its step record stays until it has).
+	PendingHalt *PendingHalt `json:"pending_halt,omitempty"`
 	// Decision and Reason are the last decision: what the machine does or
 	// waits for, and why.
 	Decision string `json:"decision"`
@@ -49,7 +52,7 @@ func (rt *runtime) status() Status {
 	for _, w := range workers {
 		w.mu.Lock()
 		ss := ServiceStatus{Service: w.service, State: w.phase, Healthy: w.healthy, Since: w.since, Detail: w.detail,
-			Reloads: w.reloads, InFlight: w.st.InFlight, Decision: w.last.Action.String(), Reason: w.last.Reason}
+			Reloads: w.reloads, InFlight: w.st.InFlight, PendingHalt: w.st.PendingHalt, Decision: w.last.Action.String(), Reason: w.last.Reason}
 		if r := w.st.Current; r != nil {
 			ss.Version, ss.SpecID = r.Version, r.SpecID
 		}

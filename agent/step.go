@@ -239,6 +239,11 @@ func (w *worker) revert(ctx context.Context, d Decision, prev, next *Release, ca
 	}
 	w.setPhase(znodes.StateReverting, reason)
 	w.publish()
+	// Halt now, before the revert's health wait, so that no peer steps to
+	// the failing build meanwhile; finish retries it if this attempt fails.
+	if err := w.writeHalt(); err != nil {
+		w.log.Warn("halt not written yet; retrying after the revert", "err", err)
+	}
 	w.stopCurrent(ctx)
 	if prev == nil {
 		w.finish(func(st *State) { st.InFlight = nil }, znodes.StateFailed, reason)

@@ -8,14 +8,16 @@
 //
 //	/dc/head                         persistent  Head: the active spec id (the HEAD pointer)
 //	/dc/specs/<id>                   persistent  canonical spec JSON, id = sha256(canonical form); immutable
-//	/dc/history/h-<seq>              persistent  HistoryEntry: every HEAD move (push or rollback)
-//	/dc/deploy/d-<seq>               persistent  DeployEntry: the deploy queue, one per service, dependency order
-//	/dc/control                      persistent  Control: paused / resumed by an engineer
+//	/dc/history/h-<seq>              persistent  HistoryEntry: every HEAD move (push or rollback), superseded halts, forced bad builds
+//	/dc/deploy/d-<seq>               persistent  DeployEntry: the deploy queue, one per service, dependency order, removals last; Build = target build id
+//	/dc/control                      persistent  Control: paused / resumed by an engineer; always present, its version fences spends
 //	/dc/current/<service>/<machine>  ephemeral   Current: what runs where, at which version
 //	/dc/staging/<service>/<guid>s-<seq> ephemeral-sequential StagingEntry: ready to roll, readiness order
 //	/dc/turns/<service>/<guid>t-<seq>   ephemeral-sequential Turn: the turn-taking lock per service
 //	/dc/budget/<service>             persistent  Budget: version bumped by each atomic quorum spend
-//	/dc/down/<service>/<machine>     ephemeral   Down: a machine that spent quorum budget and is upgrading
+//	/dc/members/<service>/<machine>  persistent  Member: a machine of the service, from its first registration until an operator removes it
+//	/dc/down/<service>/<machine>     persistent  Down: the step record of a machine that spent quorum budget, until its step is over
+//	/dc/bad/<key>                    persistent  BadBuild: a build (key BadKey(build, "")) or build+settings that halted a rollout
 //	/dc/agents/<machine>             ephemeral   Agent: machine, rack, dc, peer address
 //	/dc/progress/<machine>           ephemeral   Progress: blob download progress for dashboards
 //	/dc/blobs/<sha256hex>            persistent  Blob: published blob: size, infohash, metainfo, origin URLs
