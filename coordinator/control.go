@@ -60,9 +60,14 @@ func Pause(c *znodes.Conn, by, reason string) error {
 type ResumeResult struct {
 	Unpaused bool     `json:"unpaused"`
 	Retried  []string `json:"retried"` // services whose halted entry goes back to rolling
+	// Cleared are the bad-build records of the retried entries, deleted:
+	// resuming a halted rollout is trusting its build again.
+	Cleared []string `json:"cleared,omitempty"`
 }
 
-// Resume lifts a pause and retries halted deploy entries, in one transaction.
+// Resume lifts a pause and retries halted deploy entries, in one
+// transaction: the bad-build records those entries left are deleted with
+// them (an operator who resumes trusts the build again).
 func Resume(c *znodes.Conn, by string) (*ResumeResult, error) {
 	if err := c.EnsureSkeleton(); err != nil {
 		return nil, fmt.Errorf("resume: %w", err)
@@ -81,9 +86,24 @@ func Resume(c *znodes.Conn, by string) (*ResumeResult, error) {
 	res := &ResumeResult{}
 	var ops []any
 	now := time.Now().UTC()
+	bad, err := BadBuilds(c)
+	if err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	cleared := map[string]bool{}
 	for _, e := range q {
 		if e.State != znodes.DeployHalted {
 			continue
+		}
+		for _, b := range bad {
+			if cleared[b.Key] {
+				continue
+			}
+			if b.Entry == e.Node || b.Service == e.Service && b.Build != "" && b.Build == e.Build {
+				cleared[b.Key] = true
+				ops = append(ops, znodes.DeleteOp(c.Paths().Bad(b.Key), -1))
+				res.Cleared = append(res.Cleared, b.Key)
+			}
 		}
 		d := e.DeployEntry
 		d.State, d.Reason, d.Machine, d.Updated = znodes.DeployRolling, "", "", now

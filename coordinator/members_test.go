@@ -337,21 +337,32 @@ func TestPushRefusesQuorumLargerThanMembers(t *testing.T) {
 	ctx := context.Background()
 	addMember(t, c, "db", "m1", "1")
 	addMember(t, c, "db", "m2", "1")
+	// A new service starts on its machines without steps: any quorum (the
+	// fleet may still be assembling).
+	if _, err := Push(ctx, c, mustSpec(t, strings.Replace(specYAML("v1", "1", blobA, "1", blobB, "64"), "quorum: 2", "quorum: 3", 1)), PushOptions{By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	markAllDone(t, c)
 	before := dump(t, c)
-	three := mustSpec(t, strings.Replace(specYAML("v1", "1", blobA, "1", blobB, "64"), "quorum: 2", "quorum: 3", 1))
-	for _, dry := range []bool{false, true} {
-		_, err := Push(ctx, c, three, PushOptions{By: "test", DryRun: dry})
-		want := "push: db: quorum 3 is larger than its 2 members (m1,m2): lower the quorum or add machines"
-		if !errors.Is(err, ErrQuorumTooLarge) || err.Error() != want {
-			t.Fatalf("dry run %v: err = %v", dry, err)
+	for _, tc := range []struct{ quorum, want string }{
+		{"quorum: 3", "push: db: quorum 3 is larger than its 2 members (m1,m2): lower the quorum or add machines"},
+		{"quorum: 2", "push: db: quorum 2 of its 2 members (m1,m2) leaves none free to step: lower the quorum or add machines"},
+		{`quorum: "100%"`, "push: db: quorum 100% of its 2 members (m1,m2) leaves none free to step: lower the quorum or add machines"},
+	} {
+		up := mustSpec(t, strings.Replace(specYAML("v2", "2", blobA, "1", blobB, "64"), "quorum: 2", tc.quorum, 1))
+		for _, dry := range []bool{false, true} {
+			_, err := Push(ctx, c, up, PushOptions{By: "test", DryRun: dry})
+			if !errors.Is(err, ErrQuorumTooLarge) || err.Error() != tc.want {
+				t.Fatalf("%s, dry run %v: err = %v, want %q", tc.quorum, dry, err, tc.want)
+			}
 		}
 	}
 	if after := dump(t, c); !reflect.DeepEqual(before, after) {
 		t.Fatalf("a refused push changed ZooKeeper:\n%s", diff(before, after))
 	}
-	// A percentage never exceeds the members; api has no members (new).
-	all := mustSpec(t, strings.Replace(specYAML("v1", "1", blobA, "1", blobB, "64"), "quorum: 2", `quorum: "100%"`, 1))
-	if _, err := Push(ctx, c, all, PushOptions{By: "test"}); err != nil {
+	// One member free to step: accepted.
+	ok := mustSpec(t, strings.Replace(specYAML("v2", "2", blobA, "1", blobB, "64"), "quorum: 2", "quorum: 1", 1))
+	if _, err := Push(ctx, c, ok, PushOptions{By: "test"}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -687,5 +698,44 @@ func TestNewQueue(t *testing.T) {
 				t.Fatalf("entries = %v (halts %d), want %v (halts %d)", got, len(halts), tc.want, tc.halts)
 			}
 		})
+	}
+}
+
+// TestResumeClearsBadRecordOfRetriedEntry: resuming a halted entry is
+// trusting its build again; the bad-build record it left goes with the
+// halt, in the same transaction, and a push of the build is accepted.
+func TestResumeClearsBadRecordOfRetriedEntry(t *testing.T) {
+	c := env(t)
+	ctx := context.Background()
+	sp := mustSpec(t, specYAML("v1", "1", blobA, "1", blobB, "64"))
+	if _, err := Push(ctx, c, sp, PushOptions{By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	haltEntry(t, c, "db", "m2", "not healthy")
+	q, err := ReadQueue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var db QueueEntry
+	for _, e := range q {
+		if e.Service == "db" {
+			db = e
+		}
+	}
+	build := sp.Services["db"].BuildID()
+	bad := &znodes.BadBuild{Key: znodes.BadKey(build, ""), Service: "db", Version: "1", Build: build, Kind: "upgrade",
+		Reason: "not healthy", Machine: "m2", Entry: db.Node, At: time.Now()}
+	if _, err := c.Create(c.Paths().Bad(bad.Key), znodes.MustEncode(bad), 0); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Resume(c, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Retried) != 1 || len(res.Cleared) != 1 || res.Cleared[0] != bad.Key {
+		t.Fatalf("resume = %+v, want db retried and its bad record %s cleared", res, bad.Key)
+	}
+	if ok, _, err := c.ZK().Exists(c.Paths().Bad(bad.Key)); err != nil || ok {
+		t.Fatalf("bad record still there after resume (%v)", err)
 	}
 }

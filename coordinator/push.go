@@ -284,14 +284,14 @@ func checkBadBuilds(c *znodes.Conn, sp *spec.Spec, o PushOptions) (ops []any, fo
 }
 
 // checkQuorums refuses a queue in which a service that has members asks a
-// quorum (a count) larger than its members: no machine could ever take a
-// step. A service without members is new and may have any quorum; a
-// percentage never exceeds the members.
+// quorum that leaves no member free to step: larger than, or equal to, its
+// members. A new service (kind new: its machines start it, nothing steps)
+// and a removal may have any quorum; so may a service without members.
 func checkQuorums(c *znodes.Conn, sp *spec.Spec, entries []znodes.DeployEntry, action string) error {
 	var lines []string
 	for _, e := range entries {
 		svc := sp.Services[e.Service]
-		if e.Kind == znodes.KindRemoved || svc == nil || svc.Quorum.Percent > 0 {
+		if e.Kind == znodes.KindRemoved || e.Kind == string(spec.ChangeNew) || svc == nil {
 			continue
 		}
 		f, err := c.ReadFleet(e.Service)
@@ -299,14 +299,20 @@ func checkQuorums(c *znodes.Conn, sp *spec.Spec, entries []znodes.DeployEntry, a
 			return fmt.Errorf("%s: %w", action, err)
 		}
 		states := f.States()
-		if len(states) == 0 || svc.Quorum.Count <= len(states) {
+		n := len(states)
+		if n == 0 {
 			continue
 		}
-		names := make([]string, len(states))
+		names := make([]string, n)
 		for i, s := range states {
 			names[i] = s.Machine
 		}
-		lines = append(lines, fmt.Sprintf("%s: quorum %d is larger than its %d members (%s)", e.Service, svc.Quorum.Count, len(states), strings.Join(names, ",")))
+		switch need := svc.Quorum.Min(n); {
+		case svc.Quorum.Percent == 0 && svc.Quorum.Count > n:
+			lines = append(lines, fmt.Sprintf("%s: quorum %d is larger than its %d members (%s)", e.Service, svc.Quorum.Count, n, strings.Join(names, ",")))
+		case need >= n:
+			lines = append(lines, fmt.Sprintf("%s: quorum %s of its %d members (%s) leaves none free to step", e.Service, svc.Quorum, n, strings.Join(names, ",")))
+		}
 	}
 	if len(lines) > 0 {
 		return &refusal{err: ErrQuorumTooLarge,

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"flag"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,8 +25,9 @@ func machineCommand() *cli.Command {
 first time its agent registers it, and stays one until an operator removes it:
 a machine that stops answering is "absent", counts as unavailable for the
 quorum and holds its service's rollout back, because nobody knows whether it
-will come back on the old version. When you know it will not, say so:
+will come back on the old version. When you know it will not, say so.
 
+Examples:
    dcroll machine list                       # every member, with its state
    dcroll machine list --service store
    dcroll machine remove m5                  # m5 is gone for good (all services)
@@ -85,11 +88,12 @@ Examples:
 					&cli.BoolFlag{Name: "force", Usage: "remove the records although the machine's agent is registered now"},
 					jsonFlag},
 				Action: func(c *cli.Context) error {
-					if err := needArgs(c, 1, 1, "one machine"); err != nil {
+					machine, err := oneArgThenFlags(c, "one machine")
+					if err != nil {
 						return err
 					}
 					return withConn(c, func(conn *znodes.Conn) error {
-						res, err := coordinator.RemoveMachine(conn, c.Args().First(), coordinator.RemoveOptions{Service: c.String("service"), Force: c.Bool("force")})
+						res, err := coordinator.RemoveMachine(conn, machine, coordinator.RemoveOptions{Service: c.String("service"), Force: c.Bool("force")})
 						if err != nil {
 							return err
 						}
@@ -120,14 +124,15 @@ Examples:
 					&cli.BoolFlag{Name: "force", Usage: "clear the step although the machine's agent is registered now"},
 					jsonFlag},
 				Action: func(c *cli.Context) error {
-					if err := needArgs(c, 1, 1, "one machine"); err != nil {
+					machine, err := oneArgThenFlags(c, "one machine")
+					if err != nil {
 						return err
 					}
 					if c.String("service") == "" {
 						return usageError{msg: fmt.Sprintf("%s: --service is required: a step belongs to one service (see %s --help)", c.Command.HelpName, c.Command.HelpName)}
 					}
 					return withConn(c, func(conn *znodes.Conn) error {
-						d, err := coordinator.ClearStep(conn, c.Args().First(), c.String("service"), c.Bool("force"))
+						d, err := coordinator.ClearStep(conn, machine, c.String("service"), c.Bool("force"))
 						if err != nil {
 							return err
 						}
@@ -192,6 +197,36 @@ Examples:
 			},
 		},
 	}
+}
+
+// oneArgThenFlags returns the command's one argument and parses the flags
+// that follow it (dcroll machine clear m2 --service store): urfave/cli
+// stops parsing flags at the first argument.
+func oneArgThenFlags(c *cli.Context, what string) (string, error) {
+	args := c.Args().Slice()
+	if len(args) == 0 {
+		return "", needArgs(c, 1, 1, what)
+	}
+	fs := flag.NewFlagSet(c.Command.HelpName, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	for _, f := range c.Command.Flags {
+		if err := f.Apply(fs); err != nil {
+			return "", err
+		}
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return "", usageError{msg: fmt.Sprintf("%s: %v (see %s --help)", c.Command.HelpName, err, c.Command.HelpName)}
+	}
+	if fs.NArg() > 0 {
+		return "", usageError{msg: fmt.Sprintf("%s: expected %s, got %s (see %s --help)", c.Command.HelpName, what, strings.Join(args, " "), c.Command.HelpName)}
+	}
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if e := c.Set(f.Name, f.Value.String()); e != nil && err == nil {
+			err = usageError{msg: fmt.Sprintf("%s: --%s: %v", c.Command.HelpName, f.Name, e)}
+		}
+	})
+	return args[0], err
 }
 
 // when formats a time for tables ("-" when unknown).

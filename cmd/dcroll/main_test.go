@@ -8,12 +8,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
+
+	"dcroll/coordinator"
 	"dcroll/integration/zkserver"
 	"dcroll/integration/zktest"
+	"dcroll/spec"
 	"dcroll/znodes"
 )
 
@@ -104,24 +109,52 @@ func TestCLIBadInputChangesNothing(t *testing.T) {
 	if _, errs, code := run(t, zkf, "push", writeSpec(t, goodSpec("v1", "1"))); code != 0 {
 		t.Fatalf("push v1: %s", errs)
 	}
+	// db has two members: m1 registered now, m2 absent and mid-step; a db
+	// build with another run line halted a rollout.
+	c := dialT(t, srv.Addr())
+	addMember(t, c, "db", "m1")
+	addMember(t, c, "db", "m2")
+	register(t, c, "db", "m1")
+	addStep(t, c, "db", "m2")
+	badDB := strings.Replace(goodSpec("v2", "2"), `run: ["./db"]`, `run: ["./db", "--fast"]`, 1)
+	addBad(t, c, badDB, "db")
 	before := snapshot(t, srv.Addr())
 
 	cases := []struct {
-		name, spec string
-		want       []string // words the one-line error must contain
+		name string
+		spec string   // pushed (after args) when not ""
+		args []string // the command; default push
+		want []string // words the one-line error must contain
 	}{
-		{"malformed yaml", "name: x\nservices: [oops\n", []string{"spec.yaml"}},
-		{"cycle", strings.Replace(goodSpec("v2", "2"), `    quorum: 2`, "    quorum: 2\n    depends_on: [api]", 1), []string{"cycle", "api", "db"}},
-		{"unknown dependency", strings.Replace(goodSpec("v2", "2"), "depends_on: [db]", "depends_on: [dbx]", 1), []string{"dbx", "depends_on"}},
-		{"unknown field", strings.Replace(goodSpec("v2", "2"), "quorum: 2", "quorom: 2", 1), []string{"quorom"}},
-		{"unpublished blob", strings.Replace(goodSpec("v2", "2"), "sha256:"+blobHex+"\n    run: [\"./db\"]", "sha256:"+strings.Repeat("b", 64)+"\n    run: [\"./db\"]", 1), []string{"not published", "dcroll blob publish"}},
-		{"rollout unfinished", goodSpec("v2", "2"), []string{"unfinished", "--supersede"}},
+		{"malformed yaml", "name: x\nservices: [oops\n", nil, []string{"spec.yaml"}},
+		{"cycle", strings.Replace(goodSpec("v2", "2"), `    quorum: 2`, "    quorum: 2\n    depends_on: [api]", 1), nil, []string{"cycle", "api", "db"}},
+		{"unknown dependency", strings.Replace(goodSpec("v2", "2"), "depends_on: [db]", "depends_on: [dbx]", 1), nil, []string{"dbx", "depends_on"}},
+		{"unknown field", strings.Replace(goodSpec("v2", "2"), "quorum: 2", "quorom: 2", 1), nil, []string{"quorom"}},
+		{"unpublished blob", strings.Replace(goodSpec("v2", "2"), "sha256:"+blobHex+"\n    run: [\"./db\"]", "sha256:"+strings.Repeat("b", 64)+"\n    run: [\"./db\"]", 1), nil, []string{"not published", "dcroll blob publish"}},
+		{"rollout unfinished", goodSpec("v2", "2"), nil, []string{"unfinished", "--supersede"}},
+		{"bad build", badDB, []string{"push", "--supersede"}, []string{"push: db 2 (build ", "halted a rollout on m2 at 2026-12-01 22:10:03 UTC", "--force"}},
+		{"bad build, dry run", badDB, []string{"push", "--supersede", "--dry-run"}, []string{"halted a rollout", "--force"}},
+		{"quorum larger than members", strings.Replace(goodSpec("v2", "2"), "quorum: 2", "quorum: 3", 1), []string{"push", "--supersede"},
+			[]string{"push: db: quorum 3 is larger than its 2 members (m1,m2): lower the quorum or add machines"}},
+		{"machine remove registered", "", []string{"machine", "remove", "m1"}, []string{"m1 is registered now", "stop its agent first, or --force"}},
+		{"machine remove unknown", "", []string{"machine", "remove", "m3"}, []string{`no machine "m3"`, `did you mean "m1"?`}},
+		{"machine remove unknown service", "", []string{"machine", "remove", "m2", "--service", "dbb"}, []string{`did you mean "db"?`}},
+		{"machine clear without step", "", []string{"machine", "clear", "m1", "--service", "db"}, []string{"m1 has no step record in db, nothing to clear (mid-step: m2)"}},
+		{"machine clear not a member", "", []string{"machine", "clear", "m1", "--service", "api"}, []string{`no machine "m1" in api`}},
+		{"machine list unknown service", "", []string{"machine", "list", "--service", "apx"}, []string{`did you mean "api"?`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, errs, code := run(t, zkf, "push", writeSpec(t, tc.spec))
-			if code == 0 {
-				t.Fatal("push succeeded")
+			args := append([]string{zkf}, tc.args...)
+			if tc.args == nil {
+				args = append(args, "push")
+			}
+			if tc.spec != "" {
+				args = append(args, writeSpec(t, tc.spec))
+			}
+			_, errs, code := run(t, args...)
+			if code != 1 {
+				t.Fatalf("exit %d, want 1: %s", code, errs)
 			}
 			if strings.Contains(errs, "\n") {
 				t.Errorf("error is not one line: %q", errs)
@@ -132,9 +165,161 @@ func TestCLIBadInputChangesNothing(t *testing.T) {
 				}
 			}
 			if after := snapshot(t, srv.Addr()); !reflect.DeepEqual(before, after) {
-				t.Error("a refused push changed ZooKeeper")
+				t.Error("a refused command changed ZooKeeper")
 			}
 		})
+	}
+}
+
+func dialT(t *testing.T, addr string) *znodes.Conn {
+	t.Helper()
+	c, err := znodes.Dial(context.Background(), znodes.Options{Servers: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func addMember(t *testing.T, c *znodes.Conn, svc, m string) {
+	t.Helper()
+	if err := c.EnsurePath(c.Paths().Members(svc)); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 1, 20, 31, 0, 0, time.UTC)
+	if _, err := c.Create(c.Paths().Member(svc, m), znodes.MustEncode(&znodes.Member{Machine: m, Service: svc, Rack: "r1", DC: "par1", Version: "1", Joined: at, Seen: at}), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// register creates m's live registration of svc (ephemeral, on c's session).
+func register(t *testing.T, c *znodes.Conn, svc, m string) {
+	t.Helper()
+	if err := c.EnsurePath(c.Paths().Current(svc)); err != nil {
+		t.Fatal(err)
+	}
+	cur := &znodes.Current{Machine: m, Service: svc, Rack: "r1", DC: "par1", Version: "1", State: znodes.StateRunning, Healthy: true}
+	if _, err := c.Create(c.Paths().CurrentMachine(svc, m), znodes.MustEncode(cur), zk.FlagEphemeral); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func addStep(t *testing.T, c *znodes.Conn, svc, m string) {
+	t.Helper()
+	if err := c.EnsurePath(c.Paths().Down(svc)); err != nil {
+		t.Fatal(err)
+	}
+	d := &znodes.Down{Machine: m, Rack: "r1", Kind: "upgrade", From: "1", To: "2", At: time.Date(2026, 12, 1, 22, 0, 0, 0, time.UTC)}
+	if _, err := c.Create(c.Paths().DownMachine(svc, m), znodes.MustEncode(d), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addBad records the build of svc in the spec text y as having halted a rollout.
+func addBad(t *testing.T, c *znodes.Conn, y, svc string) string {
+	t.Helper()
+	sp, err := spec.Parse("bad.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sp.Services[svc]
+	key := znodes.BadKey(s.BuildID(), "")
+	b := &znodes.BadBuild{Key: key, Service: svc, Version: s.Version, Build: s.BuildID(), Kind: "upgrade", SpecID: sp.ID(),
+		Reason: "not healthy after 1m", Machine: "m2", At: time.Date(2026, 12, 1, 22, 10, 3, 0, time.UTC)}
+	if _, err := c.Create(c.Paths().Bad(key), znodes.MustEncode(b), 0); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func TestCLIMachineAndBadCommands(t *testing.T) {
+	srv, zkf := zkWithBlob(t)
+	if _, errs, code := run(t, zkf, "push", writeSpec(t, goodSpec("v1", "1"))); code != 0 {
+		t.Fatalf("push v1: %s", errs)
+	}
+	c := dialT(t, srv.Addr())
+	for _, m := range []string{"m1", "m2", "m3"} {
+		addMember(t, c, "db", m)
+	}
+	register(t, c, "db", "m1")
+	register(t, c, "db", "m2")
+	addStep(t, c, "db", "m3")
+
+	out, errs, code := run(t, zkf, "status")
+	if code != 0 || !strings.Contains(out, "2/3 available (quorum 2)") || !regexp.MustCompile(`m3 .*mid-step \(upgrade 1 -> 2`).MatchString(out) {
+		t.Fatalf("status: %d %s %s", code, out, errs)
+	}
+	out, _, code = run(t, zkf, "machine", "list")
+	if code != 0 || !regexp.MustCompile(`db\s+m1\s+par1/r1\s+available\s+1\s`).MatchString(out) || !strings.Contains(out, "LAST SEEN") {
+		t.Fatalf("machine list: %d %s", code, out)
+	}
+	if _, errs, code := run(t, zkf, "machine", "clear", "m3"); code != 2 || !strings.Contains(errs, "--service is required") {
+		t.Fatalf("clear without --service: %d %s", code, errs)
+	}
+	if out, errs, code := run(t, zkf, "machine", "clear", "m3", "--service", "db"); code != 0 || !strings.Contains(out, "cleared m3's upgrade step in db") {
+		t.Fatalf("clear: %d %s %s", code, out, errs)
+	}
+	out, _, _ = run(t, zkf, "status")
+	if !regexp.MustCompile(`m3\s+par1/r1\s+1\s+absent \(last seen 1 at 2026-12-01 20:31:00\)`).MatchString(out) {
+		t.Fatalf("status does not show m3 absent:\n%s", out)
+	}
+	out, _, _ = run(t, zkf, "status", "--json")
+	var st struct {
+		Services []struct {
+			Service string
+			Members []struct{ Machine, State string }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, s := range st.Services {
+		for _, m := range s.Members {
+			states = append(states, s.Service+"/"+m.Machine+":"+m.State)
+		}
+	}
+	if want := []string{"db/m1:available", "db/m2:available", "db/m3:absent"}; !reflect.DeepEqual(states, want) {
+		t.Fatalf("status --json members = %v, want %v", states, want)
+	}
+	if out, errs, code := run(t, zkf, "machine", "remove", "m3"); code != 0 || !strings.Contains(out, "removed m3 from db") {
+		t.Fatalf("remove: %d %s %s", code, out, errs)
+	}
+	out, _, _ = run(t, zkf, "machine", "list", "--json")
+	var rows []struct{ Service, Machine string }
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 2 {
+		t.Fatalf("machine list --json after remove: %v %s", err, out)
+	}
+
+	// Bad builds: listed, refused, forced.
+	if out, _, _ := run(t, zkf, "bad", "list"); !strings.Contains(out, "no bad builds") {
+		t.Fatalf("bad list (none): %s", out)
+	}
+	v2 := strings.Replace(goodSpec("v2", "2"), `run: ["./db"]`, `run: ["./db", "--fast"]`, 1)
+	key := addBad(t, c, v2, "db")
+	if out, _, _ := run(t, zkf, "bad", "list"); !strings.Contains(out, key) || !strings.Contains(out, "not healthy after 1m") {
+		t.Fatalf("bad list: %s", out)
+	}
+	out, errs, code = run(t, zkf, "push", "--supersede", "--force", writeSpec(t, v2))
+	if code != 0 || !strings.Contains(out, "forced past bad build "+key) {
+		t.Fatalf("push --force: %d %s %s", code, out, errs)
+	}
+	if out, _, _ := run(t, zkf, "bad", "list", "--json"); strings.TrimSpace(out) != "[]" {
+		t.Fatalf("bad list after --force: %s", out)
+	}
+
+	// A halted service pushed again with the same build stays halted.
+	q, err := coordinator.ReadQueue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coordinator.Halt(c, q[0], "not healthy after 1m", "m2"); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code = run(t, zkf, "push", "--supersede", writeSpec(t, strings.Replace(v2, "name: v2", "name: v2b", 1)))
+	if code != 0 || !strings.Contains(out, "superseded halted db 2 (halted on m2: not healthy after 1m)") || !strings.Contains(out, "db stays halted") ||
+		!strings.Contains(out, "unfinished in the superseded rollout; HALTED: still halted") {
+		t.Fatalf("push over a halt: %d %s %s", code, out, errs)
 	}
 }
 
@@ -251,8 +436,19 @@ func TestCLIUsageAndCompletion(t *testing.T) {
 			t.Errorf("completion candidates %q lack %s", out, cmd)
 		}
 	}
+	for _, cmd := range [][]string{{"push"}, {"rollback"}, {"machine"}, {"machine", "list"}, {"machine", "remove"}, {"machine", "clear"}, {"bad"}, {"status"}} {
+		out, _, _ = run(t, append(cmd, "--help")...)
+		if !strings.Contains(out, "Examples") {
+			t.Errorf("%v --help does not teach: %s", cmd, out)
+		}
+	}
+	for cmd, flag := range map[string]string{"push": "--force", "rollback": "--force", "coordinator": "--no-members-after"} {
+		if out, _, _ = run(t, cmd, "--help"); !strings.Contains(out, flag) {
+			t.Errorf("%s --help lacks %s", cmd, flag)
+		}
+	}
 	out, _, _ = run(t, "push", "--help")
-	if !strings.Contains(out, "--supersede") || !strings.Contains(out, "Examples") {
-		t.Errorf("push --help does not teach: %s", out)
+	if !strings.Contains(out, "--supersede") {
+		t.Errorf("push --help lacks --supersede: %s", out)
 	}
 }

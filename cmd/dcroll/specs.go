@@ -105,10 +105,20 @@ Examples:
 						return printJSON(c.App.Writer, h)
 					}
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "WHEN\tACTION\tFROM\tTO\tNAME\tBY\tSERVICES")
+					fmt.Fprintln(tw, "WHEN\tACTION\tFROM\tTO\tNAME\tBY\tSERVICES\tNOTES")
 					for _, e := range h {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Action,
-							dash(spec.ShortID(e.From)), spec.ShortID(e.To), e.Name, e.By, dash(strings.Join(e.Services, ",")))
+						var notes []string
+						if e.Superseded {
+							notes = append(notes, "superseded an unfinished rollout")
+						}
+						for _, s := range e.SupersededHalts {
+							notes = append(notes, "superseded halted "+s)
+						}
+						if len(e.Forced) > 0 {
+							notes = append(notes, "forced past bad builds "+strings.Join(e.Forced, ","))
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Action,
+							dash(spec.ShortID(e.From)), spec.ShortID(e.To), e.Name, e.By, dash(strings.Join(e.Services, ",")), dash(strings.Join(notes, "; ")))
 					}
 					return tw.Flush()
 				})

@@ -99,6 +99,9 @@ Examples:
 					switch {
 					case len(res.Retried) > 0:
 						fmt.Fprintf(c.App.Writer, "resumed: retrying %s\n", strings.Join(res.Retried, ", "))
+						if len(res.Cleared) > 0 {
+							fmt.Fprintf(c.App.Writer, "bad-build records cleared: %s\n", strings.Join(res.Cleared, ", "))
+						}
 					case res.Unpaused:
 						fmt.Fprintln(c.App.Writer, "resumed")
 					default:
@@ -136,19 +139,19 @@ func printStatus(w io.Writer, st *coordinator.Status) {
 		tw.Flush()
 	}
 	fmt.Fprintln(w, "\nServices:")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, s := range st.Services {
 		var vs []string
 		for v, n := range s.Versions {
 			vs = append(vs, fmt.Sprintf("%s×%d", v, n))
 		}
 		sort.Strings(vs)
-		fmt.Fprintf(tw, "  %s\ttarget %s\t%d/%d available (quorum %d)\t%d mid-step\t%d staged\t%s\n", s.Service, dash(s.Target), s.Available, s.Total, s.Quorum, len(s.Down), s.Staged, strings.Join(vs, " "))
+		fmt.Fprintf(w, "  %s  target %s  %d/%d available (quorum %d)  %d mid-step  %d staged  %s\n", s.Service, dash(s.Target), s.Available, s.Total, s.Quorum, len(s.Down), s.Staged, strings.Join(vs, " "))
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		for _, m := range s.Members {
 			fmt.Fprintf(tw, "    %s\t%s/%s\t%s\t%s\t%s\n", m.Machine, dash(m.DC), dash(m.Rack), dash(m.Version), memberState(m), m.Detail)
 		}
+		tw.Flush()
 	}
-	tw.Flush()
 	for _, p := range st.Progress {
 		for _, b := range p.Blobs {
 			if b.Done {
