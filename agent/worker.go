@@ -58,14 +58,14 @@ type worker struct {
 	reg *znodes.Registration // set once connected (under mu)
 
 	// Owned by the run loop.
-	conn  *znodes.Conn
-	ws    *watchSet
-	gen   uint64
+	conn *znodes.Conn
+	ws   *watchSet
+	gen  uint64
 	// sessionReady: this session joined the service and re-established
 	// an unfinished step's record; nothing else happens before.
 	sessionReady bool
-	turn  turnState
-	stage stageState
+	turn         turnState
+	stage        stageState
 }
 
 type turnState struct {

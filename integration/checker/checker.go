@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -290,18 +292,24 @@ func (c *Checker) fetch(ctx context.Context, u string) (code int, version, probl
 	return resp.StatusCode, st.Version, problem
 }
 
-// shortErr keeps the innermost cause ("connection refused") of a client
-// error, which otherwise repeats the URL.
+// shortErr keeps the cause ("connection refused", "timeout") of a client
+// error, which otherwise repeats the URL and the addresses.
 func shortErr(err error) string {
+	var errno syscall.Errno
+	var ne net.Error
+	switch {
+	case errors.As(err, &errno):
+		return errno.Error()
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "EOF"
+	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		err = ue.Err
+		return ue.Err.Error()
 	}
-	s := err.Error()
-	if i := strings.LastIndex(s, ": "); i >= 0 && strings.Contains(s, "dial") {
-		s = s[i+2:]
-	}
-	return s
+	return err.Error()
 }
 
 // Excuse says the test itself injected a fault on this instance (crashed

@@ -434,7 +434,7 @@ func TestBreachCoalesced(t *testing.T) {
 	if len(rep.Violations) != 2 {
 		t.Fatalf("want 2 violations (the kill, the stop), got:\n%s", rep)
 	}
-	if !strings.Contains(rep.Violations[0], "m1 (probe: ") || !strings.Contains(rep.Violations[1], "m2 (log: down)") {
+	if !strings.Contains(rep.Violations[0], "m1 (probe: ") || !strings.Contains(rep.Violations[1], "m2 (") || !strings.Contains(rep.Violations[1], "log: down") {
 		t.Errorf("violations:\n%s", rep)
 	}
 }
@@ -705,7 +705,7 @@ func TestWithHello(t *testing.T) {
 	all := strings.Join(rep.Violations, "\n")
 	for _, w := range []string{
 		"web below quorum: 0 healthy < 2 of 3 members",
-		"m1 (probe: connection refused)", "m3 (log: unhealthy",
+		"m1 (probe: ", "m2 (probe: ", "log: unhealthy",
 		"web max parallel: 3 unhealthy",
 		"web/m1 must serve 2.0.0 healthy: last probe: connection refused",
 		"web/m3 must serve 2.0.0 healthy: last probe: HTTP 500",

@@ -306,7 +306,8 @@ func (c *Cluster) NewScenario(t *testing.T, name string, o Options) *Scenario {
 		s.Machines[name] = m
 	}
 	rules := map[string]checker.Rules{}
-	for svc, r := range s.Rules {
+	for _, svc := range Services { // only services with members: the others cannot be judged
+		r := s.Rules[svc]
 		rules[svc] = checker.Rules{QuorumCount: r.Quorum.Count, QuorumPercent: r.Quorum.Percent, MaxParallel: r.MaxParallel, DependsOn: r.DependsOn}
 	}
 	s.Checker, err = checker.Start(ctx, checker.Config{EventLog: s.EventLog, Instances: insts, Rules: rules, ProbeInterval: probeInterval})
@@ -433,10 +434,15 @@ func (s *Scenario) Push(sp *spec.Spec, o coordinator.PushOptions) (*coordinator.
 	return coordinator.Push(s.ctx, s.Conn, sp, o)
 }
 
-// MustPush pushes sp and returns its spec id.
+// MustPush pushes sp and returns its spec id. A push that lost a race
+// (ErrConcurrentPush: nothing was changed) is retried, a few times.
 func (s *Scenario) MustPush(sp *spec.Spec, o coordinator.PushOptions) string {
 	s.T.Helper()
 	res, err := s.Push(sp, o)
+	for i := 0; i < 5 && errors.Is(err, coordinator.ErrConcurrentPush); i++ {
+		s.T.Logf("push %s: %v; again", sp.Name, err)
+		res, err = s.Push(sp, o)
+	}
 	if err != nil {
 		s.T.Fatalf("push %s: %v", sp.Name, err)
 	}
@@ -515,7 +521,10 @@ func (s *Scenario) WaitOutcome(timeout time.Duration) Outcome {
 		if err != nil {
 			return false, err
 		}
-		return o.Completed || o.Halted != nil, errors.New(o.String())
+		if o.Completed || o.Halted != nil {
+			return true, nil
+		}
+		return false, errors.New(o.String())
 	})
 	return o
 }
@@ -528,7 +537,10 @@ func (s *Scenario) WaitCompleted(timeout time.Duration) {
 		if err != nil {
 			return false, err
 		}
-		return o.Completed, errors.New(o.String())
+		if o.Completed {
+			return true, nil
+		}
+		return false, errors.New(o.String())
 	})
 }
 
@@ -786,7 +798,10 @@ func (s *Scenario) WaitExcusesLifted(timeout time.Duration) {
 			left = append(left, k[0]+"/"+k[1])
 		}
 		sort.Strings(left)
-		return len(left) == 0, fmt.Errorf("still excused: %v", left)
+		if len(left) == 0 {
+			return true, nil
+		}
+		return false, fmt.Errorf("still excused: %v", left)
 	})
 }
 
@@ -797,6 +812,9 @@ func (s *Scenario) Close() { s.closed.Do(s.teardown) }
 
 func (s *Scenario) teardown() {
 	t := s.owner
+	if s.Checker != nil {
+		s.Checker.Stop() // what teardown kills is no rollout's doing
+	}
 	if s.coord != nil {
 		s.coord.Kill()
 	}
@@ -804,9 +822,6 @@ func (s *Scenario) teardown() {
 		m := s.Machines[name]
 		m.signal(syscall.SIGKILL)
 		killUnder(m.Dir)
-	}
-	if s.Checker != nil {
-		s.Checker.Stop()
 	}
 	if t.Failed() && !s.dumped {
 		s.Dump(t)
