@@ -818,14 +818,21 @@ func (s *Scenario) teardown() {
 	if s.coord != nil {
 		s.coord.Kill()
 	}
+	failed := t.Failed() && !s.dumped
+	if failed {
+		s.Dump(t)
+	}
 	for _, name := range sortedKeys(s.Machines) {
 		m := s.Machines[name]
+		if failed {
+			// A goroutine dump in the agent's log (kept with the logs): why
+			// was it stuck?
+			m.signal(syscall.SIGQUIT)
+		}
 		m.signal(syscall.SIGKILL)
 		killUnder(m.Dir)
 	}
-	if t.Failed() && !s.dumped {
-		s.Dump(t)
-	}
+	s.keepLogs()
 	s.cancel()
 	if s.Conn != nil {
 		s.Conn.Close()
@@ -862,7 +869,12 @@ func (s *Scenario) Dump(t testing.TB) {
 	}
 	t.Logf("--- last lines of the coordinator ---\n%s", tail(filepath.Join(s.Dir, "coordinator.log"), 15))
 	t.Logf("--- last lines of the event log ---\n%s", tail(s.EventLog, 30))
-	if keep := os.Getenv("DCROLL_IT_KEEP_LOGS"); keep != "" {
+	s.keepLogs()
+}
+
+// keepLogs copies the logs to $DCROLL_IT_KEEP_LOGS/<name> after a failure.
+func (s *Scenario) keepLogs() {
+	if keep := os.Getenv("DCROLL_IT_KEEP_LOGS"); keep != "" && s.dumped {
 		dst := filepath.Join(keep, s.Name)
 		_ = os.MkdirAll(dst, 0o755)
 		copyFile(s.EventLog, filepath.Join(dst, "events.log"))
