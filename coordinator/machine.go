@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"dcroll/spec"
 	"dcroll/znodes"
 )
 
@@ -263,7 +264,7 @@ func unknownMachine(what, machine, service string, known []string) error {
 	if len(known) == 0 {
 		return &refusal{err: ErrUnknownMachine, msg: fmt.Sprintf("%s: no machine %q%s: no machine is a member yet", what, machine, in)}
 	}
-	return &refusal{err: ErrUnknownMachine, msg: fmt.Sprintf("%s: no machine %q%s: %s", what, machine, in, suggest(machine, known, "members"))}
+	return &refusal{err: ErrUnknownMachine, msg: fmt.Sprintf("%s: no machine %q%s: %s", what, machine, in, spec.Suggest(machine, known, "members"))}
 }
 
 // checkService refuses a service that has no members, registrations or
@@ -286,44 +287,5 @@ func checkService(c *znodes.Conn, what, service string, services []string) error
 	if len(known) == 0 {
 		return &refusal{err: ErrUnknownService, msg: fmt.Sprintf("%s: no service %q: no service has members yet", what, service)}
 	}
-	return &refusal{err: ErrUnknownService, msg: fmt.Sprintf("%s: no service %q: %s", what, service, suggest(service, known, "services"))}
-}
-
-// suggest returns `did you mean "x"?` for a near miss (edit distance at
-// most 2), else the known names. spec has the same rule for field names,
-// unexported.
-func suggest(got string, known []string, what string) string {
-	best, bestDist := "", 3
-	for _, k := range known {
-		if d := editDistance(got, k); d < bestDist {
-			best, bestDist = k, d
-		}
-	}
-	if best != "" {
-		return fmt.Sprintf("did you mean %q?", best)
-	}
-	return what + ": " + strings.Join(known, ", ")
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return &refusal{err: ErrUnknownService, msg: fmt.Sprintf("%s: no service %q: %s", what, service, spec.Suggest(service, known, "services"))}
 }

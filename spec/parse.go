@@ -411,7 +411,12 @@ func (d *decoder) settings(n *yaml.Node, path string) map[string]string {
 }
 
 // suggest returns "did you mean ...?" for a near miss, else the known list.
-func suggest(got string, known []string) string {
+func suggest(got string, known []string) string { return Suggest(got, known, "known") }
+
+// Suggest returns `did you mean "x"?` for a near miss of got among known
+// (edit distance at most 2), else "what: a, b, c". One rule for every
+// "did you mean" of dcroll (spec fields, machine and service names).
+func Suggest(got string, known []string, what string) string {
 	best, bestDist := "", 3
 	for _, k := range known {
 		if dist := editDistance(got, k); dist < bestDist {
@@ -421,7 +426,7 @@ func suggest(got string, known []string) string {
 	if best != "" {
 		return fmt.Sprintf("did you mean %q?", best)
 	}
-	return "known: " + strings.Join(known, ", ")
+	return what + ": " + strings.Join(known, ", ")
 }
 
 func editDistance(a, b string) int {
