@@ -455,20 +455,14 @@ func (w *worker) releaseFor(ctx context.Context, specID, version string) (*Relea
 	return w.prepare(ctx, w.conn, specID, version)
 }
 
-// markDone marks a complete entry done, conditional on the version read.
+// markDone marks a complete entry done, conditional on the version read
+// (losing to another marker, or to a push, is not an error: re-read).
 func (w *worker) markDone(d Decision) error {
-	e := d.Entry
-	upd := e.DeployEntry
-	upd.State, upd.Updated = znodes.DeployDone, w.rt.now().UTC()
-	_, err := w.conn.ZK().Set(w.conn.Paths().DeployEntry(e.Node), znodes.MustEncode(&upd), e.ZVersion)
-	switch {
-	case err == nil:
-		w.log.Info("rollout entry done", "entry", e.Node, "version", e.Version)
-		return nil
-	case errors.Is(err, zk.ErrBadVersion), errors.Is(err, zk.ErrNoNode):
-		return nil // someone else did, or the queue moved: re-read
+	ok, err := w.conn.SetEntry(*d.Entry, func(e *znodes.DeployEntry) { e.State, e.Updated = znodes.DeployDone, w.rt.now().UTC() })
+	if ok {
+		w.log.Info("rollout entry done", "entry", d.Entry.Node, "version", d.Entry.Version)
 	}
-	return fmt.Errorf("mark %s done: %w", e.Node, err)
+	return err
 }
 
 // clearDown deletes this machine's step record (persistent: whichever

@@ -129,32 +129,16 @@ func Resume(c *znodes.Conn, by string) (*ResumeResult, error) {
 }
 
 // MarkDone marks entry e done if it is still at the version read (exactly
-// once: a concurrent marker loses with ErrBadVersion, which is not an error).
+// once: a concurrent marker loses, which is not an error).
 func MarkDone(c *znodes.Conn, e QueueEntry) (bool, error) {
-	d := e.DeployEntry
-	d.State, d.Updated = znodes.DeployDone, time.Now().UTC()
-	_, err := c.ZK().Set(c.Paths().DeployEntry(e.Node), znodes.MustEncode(&d), e.ZVersion)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, zk.ErrBadVersion), errors.Is(err, zk.ErrNoNode):
-		return false, nil
-	}
-	return false, fmt.Errorf("mark %s done: %w", e.Service, err)
+	return c.SetEntry(e, func(d *znodes.DeployEntry) { d.State, d.Updated = znodes.DeployDone, time.Now().UTC() })
 }
 
 // Halt marks entry e halted with reason (machine: the machine that halted
 // it, "" for the coordinator) if it is still at the version read; false
 // when someone else changed it first.
 func Halt(c *znodes.Conn, e QueueEntry, reason, machine string) (bool, error) {
-	d := e.DeployEntry
-	d.State, d.Reason, d.Machine, d.Updated = znodes.DeployHalted, reason, machine, time.Now().UTC()
-	_, err := c.ZK().Set(c.Paths().DeployEntry(e.Node), znodes.MustEncode(&d), e.ZVersion)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, zk.ErrBadVersion), errors.Is(err, zk.ErrNoNode):
-		return false, nil
-	}
-	return false, fmt.Errorf("halt %s: %w", e.Service, err)
+	return c.SetEntry(e, func(d *znodes.DeployEntry) {
+		d.State, d.Reason, d.Machine, d.Updated = znodes.DeployHalted, reason, machine, time.Now().UTC()
+	})
 }

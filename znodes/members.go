@@ -267,3 +267,20 @@ func SettingsHash(settings map[string]string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12]
 }
+
+// SetEntry writes change(entry) to the deploy entry e, conditional on the
+// version e was read at: exactly one of several concurrent writers wins.
+// ok is false when someone changed or deleted the entry first (not an
+// error: re-read).
+func (c *Conn) SetEntry(e QueuedEntry, change func(*DeployEntry)) (ok bool, err error) {
+	d := e.DeployEntry
+	change(&d)
+	_, err = c.zk.Set(c.paths.DeployEntry(e.Node), MustEncode(&d), e.ZVersion)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, zk.ErrBadVersion), errors.Is(err, zk.ErrNoNode):
+		return false, nil
+	}
+	return false, fmt.Errorf("set deploy entry %s (%s): %w", e.Node, e.Service, err)
+}
