@@ -5,7 +5,7 @@ BIN     := bin
 PKGS    := ./...
 TESTFLAGS ?= -race -timeout 18m
 
-.PHONY: all build deps test test-short vet fuzz bench bench-distrib demo zk clean
+.PHONY: all build deps test test-short test-faults vet fuzz bench bench-distrib demo zk clean
 
 all: build
 
@@ -25,6 +25,12 @@ test: deps vet
 
 test-short:
 	$(GO) test -short $(PKGS)
+
+# make test-faults: the fault matrix alone (integration/faults: a 3-node
+# ZooKeeper ensemble, real agents, judged from the services' own logs;
+# about 5 minutes on 2 cores). `make test` runs it too.
+test-faults: deps
+	$(GO) test -race -timeout 15m ./integration/faults/
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=60s ./spec/

@@ -22,6 +22,7 @@ type lossyProxy struct {
 
 	mu      sync.Mutex
 	armOp   int32 // opcode whose response to drop, 0 = none
+	lostReq bool  // drop the armed request itself (never applied), not its response
 	dropped chan struct{}
 	conns   []net.Conn
 	wg      sync.WaitGroup
@@ -47,9 +48,20 @@ func (p *lossyProxy) Addr() string { return p.ln.Addr().String() }
 func (p *lossyProxy) arm(op int32) <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.armOp = op
+	p.armOp, p.lostReq = op, false
 	p.dropped = make(chan struct{})
 	return p.dropped
+}
+
+// armLost drops the next request with opcode op before it reaches the
+// server and closes the connection: a write that was never applied, as
+// when the ZooKeeper leader dies before committing it.
+func (p *lossyProxy) armLost(op int32) <-chan struct{} {
+	ch := p.arm(op)
+	p.mu.Lock()
+	p.lostReq = true
+	p.mu.Unlock()
+	return ch
 }
 
 func (p *lossyProxy) close() {
@@ -112,6 +124,11 @@ func (pc *proxiedConn) up() {
 			pc.p.mu.Lock()
 			if pc.p.armOp != 0 && op == pc.p.armOp {
 				pc.p.armOp = 0
+				if pc.p.lostReq {
+					close(pc.p.dropped)
+					pc.p.mu.Unlock()
+					return // never forwarded
+				}
 				pc.mu.Lock()
 				pc.victim = xid
 				pc.mu.Unlock()

@@ -307,7 +307,18 @@ func (r *Registration) Update(payload []byte) error {
 	if !reg || err != nil || s.gen != gen {
 		return nil // written at the next registration
 	}
-	return r.write(s, payload)
+	if err := r.write(s, payload); err != nil {
+		// Outcome unknown (connection lost mid-write): wake Run, which
+		// rewrites the dirty payload once this session is connected again.
+		// Without the wake it would sit on a watch that survives the
+		// reconnect and never fires, and the write would be lost.
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+		return err
+	}
+	return nil
 }
 
 // write sets payload on the registered node; caller holds opMu.

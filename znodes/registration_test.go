@@ -142,3 +142,37 @@ func TestRegistrationLostCreateResponse(t *testing.T) {
 
 // opCreate is ZooKeeper's create opcode (see the lossy proxy).
 const opCreate = 1
+
+// opSetData is ZooKeeper's setData opcode.
+const opSetData = 5
+
+// TestRegistrationUpdateLostInFlight: an Update whose write never reaches
+// the server (the connection breaks with the request in flight, as when
+// the ZooKeeper leader dies) lands once the same session is connected
+// again, although no watch event fires.
+func TestRegistrationUpdateLostInFlight(t *testing.T) {
+	addr := startZK(t)
+	proxy := newLossyProxy(t, addr)
+	c := dial(t, proxy.Addr())
+	other := dial(t, addr)
+	p := c.Paths().CurrentMachine("svc", "m1")
+	r := NewRegistration(c, p, staticData([]byte("v1")))
+	runBG(t, r.Run)
+	recv(t, r.Ready(), "ready")
+	id := c.SessionID()
+
+	lost := proxy.armLost(opSetData)
+	err := r.Update([]byte("v2"))
+	recv(t, lost, "the set request dropped")
+	t.Logf("Update with its request lost: %v", err)
+	waitFor(t, "the update to land in the same session", func() (bool, error) {
+		b, st, err := other.ZK().Get(p)
+		if err != nil {
+			return false, err
+		}
+		return string(b) == "v2" && st.EphemeralOwner == id, nil
+	})
+	if c.SessionID() != id {
+		t.Fatalf("session changed (0x%x -> 0x%x): the test wants a disconnect shorter than the session", id, c.SessionID())
+	}
+}

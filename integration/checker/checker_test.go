@@ -21,22 +21,33 @@ import (
 )
 
 // fake is a health endpoint answering like hello: {"version": ...} with
-// 200 or 500; it can be closed (connection refused) and opened again on the
-// same port.
+// 200 or 500. Closed, it resets every connection (a dead instance); it
+// keeps its port meanwhile, so no other test can take it.
 type fake struct {
-	t    *testing.T
 	addr string
 
 	mu      sync.Mutex
 	version string
 	code    int
-	srv     *http.Server
-	served  chan struct{} // closed when Serve returned
+	closed  bool
 }
 
 func newFake(t *testing.T) *fake {
-	f := &fake{t: t, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(zktest.FreePort(t))), code: 200}
-	t.Cleanup(f.close)
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(zktest.FreePort(t))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fake{addr: ln.Addr().String(), code: 200, closed: true}
+	srv := &http.Server{Handler: f}
+	served := make(chan struct{})
+	go func() {
+		srv.Serve(ln)
+		close(served)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
 	return f
 }
 
@@ -44,8 +55,15 @@ func (f *fake) url() string { return "http://" + f.addr + "/healthz" }
 
 func (f *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
-	v, code := f.version, f.code
+	v, code, closed := f.version, f.code, f.closed
 	f.mu.Unlock()
+	if closed {
+		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			c.(*net.TCPConn).SetLinger(0) // RST
+			c.Close()
+		}
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(map[string]any{"version": v, "healthy": code == 200})
@@ -58,33 +76,15 @@ func (f *fake) set(version string, code int) {
 }
 
 func (f *fake) open() {
-	f.t.Helper()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.srv != nil {
-		return
-	}
-	ln, err := net.Listen("tcp", f.addr)
-	if err != nil {
-		f.t.Fatalf("reopen %s: %v", f.addr, err)
-	}
-	f.srv = &http.Server{Handler: f}
-	f.served = make(chan struct{})
-	go func(srv *http.Server, done chan struct{}) {
-		srv.Serve(ln)
-		close(done)
-	}(f.srv, f.served)
+	f.closed = false
+	f.mu.Unlock()
 }
 
 func (f *fake) close() {
 	f.mu.Lock()
-	srv, served := f.srv, f.served
-	f.srv = nil
+	f.closed = true
 	f.mu.Unlock()
-	if srv != nil {
-		srv.Close()
-		<-served
-	}
 }
 
 // probedSince reports whether a probe of service/machine that started
@@ -94,6 +94,22 @@ func (c *Checker) probedSince(service, machine string, t time.Time) bool {
 	defer c.mu.Unlock()
 	ps := c.probes[c.index[key{service, machine}]]
 	return len(ps) > 0 && ps[len(ps)-1].start.After(t)
+}
+
+// failedProbes lists the failed probes (for a failing test's log).
+func (c *Checker) failedProbes() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	for i, ps := range c.probes {
+		for _, p := range ps {
+			if !p.answered200() {
+				fmt.Fprintf(&b, "%s/%s %s..%s (known %s): %s\n", c.cfg.Instances[i].Service, c.cfg.Instances[i].Machine,
+					c.off(p.start), c.off(p.end), c.off(p.known), p.describe())
+			}
+		}
+	}
+	return b.String()
 }
 
 // scene is a checker over fake instances and a synthetic event log.
@@ -185,7 +201,10 @@ func (sc *scene) waitProbe(k key, t time.Time) {
 //	excuse svc/m on|off
 //	mark LABEL
 //
-// After a step that touches an instance it waits for a probe of it.
+// After every step it waits until every instance has been probed since
+// (the min_healthy of a real agent): a probe cut short when an instance
+// goes away counts from its start, so without the wait a probe of the
+// next instance started during the previous step could overlap it.
 func (sc *scene) run(script string) {
 	sc.t.Helper()
 	for _, line := range strings.Split(strings.TrimSpace(script), "\n") {
@@ -221,17 +240,28 @@ func (sc *scene) run(script string) {
 			sc.event(k, sc.current[k], evUp)
 		case "log":
 			sc.logLine(strings.TrimPrefix(line, "log "))
-			continue
 		case "excuse":
 			sc.c.Excuse(k.service, k.machine, f[2] == "on")
-			continue
 		case "mark":
 			sc.c.Mark(f[1])
-			continue
 		default:
 			sc.t.Fatalf("unknown step %q", line)
 		}
-		sc.waitProbe(k, now())
+		sc.settle()
+	}
+}
+
+// settle waits, twice, until every instance has been probed from now on.
+// The first round lets a change be seen (a good probe clears a failure only
+// at its end); the second makes every probe in flight at the next step
+// start after that.
+func (sc *scene) settle() {
+	sc.t.Helper()
+	for range 2 {
+		t := now()
+		for k := range sc.fakes {
+			sc.waitProbe(k, t)
+		}
 	}
 }
 
@@ -396,6 +426,12 @@ func TestRules(t *testing.T) {
 			sc.run(tc.script)
 			rep := sc.c.Judge(tc.expect)
 			t.Logf("report:\n%s", rep)
+			defer func() {
+				if t.Failed() {
+					b, _ := os.ReadFile(sc.log)
+					t.Logf("event log:\n%s\nfailed probes:\n%s", b, sc.c.failedProbes())
+				}
+			}()
 			all := strings.Join(rep.Violations, "\n")
 			if len(tc.want) == 0 && !rep.OK() {
 				t.Errorf("violations, want none:\n%s", all)
@@ -673,11 +709,20 @@ func TestWithHello(t *testing.T) {
 		probed(m, c.start)
 	}
 	c.Mark("push v2")
+	settle := func() { // as scene.settle
+		t.Helper()
+		for range 2 {
+			at := now()
+			for _, m := range machines {
+				probed(m, at)
+			}
+		}
+	}
 	for _, m := range machines {
 		procs[m].stop(t, syscall.SIGTERM)
 		procs[m] = startHello(t, v2, m, ports[m], logPath, settings(m))
 		healthy(m, "2.0.0")
-		probed(m, now())
+		settle()
 	}
 	all2 := map[string]map[string]string{"web": {"m1": "2.0.0", "m2": "2.0.0", "m3": "2.0.0"}}
 	rep := c.Judge(Expect{Since: "push v2", Targets: map[string]string{"web": "2.0.0"}, Final: all2, Bad: []string{"1.0.0"}})
@@ -689,8 +734,7 @@ func TestWithHello(t *testing.T) {
 	c.Mark("faults")
 	procs["m1"].stop(t, syscall.SIGKILL)
 	procs["m2"].stop(t, syscall.SIGKILL)
-	probed("m1", now())
-	probed("m2", now())
+	settle()
 	if err := os.WriteFile(settings("m3"), []byte(`{"healthy": "false"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -699,7 +743,7 @@ func TestWithHello(t *testing.T) {
 		b, err := os.ReadFile(logPath)
 		return strings.Contains(string(b), "web m3 2.0.0 unhealthy"), err
 	})
-	probed("m3", now())
+	settle()
 	rep = c.Judge(Expect{Since: "faults", Final: all2})
 	t.Logf("faults:\n%s", rep)
 	all := strings.Join(rep.Violations, "\n")

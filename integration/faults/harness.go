@@ -45,7 +45,7 @@ const (
 	// NoMembersAfter is the coordinator's --no-members-after.
 	NoMembersAfter = 3 * time.Second
 	// Converge bounds a rollout of both services on five machines.
-	Converge = 90 * time.Second
+	Converge = 60 * time.Second
 )
 
 // Racks places the five machines: r1 holds m1..m3, r2 holds m4 and m5.
@@ -103,7 +103,6 @@ const (
 // Cluster is what sequential scenarios share: a three-node ZooKeeper
 // ensemble, the dcroll binary and the example builds.
 type Cluster struct {
-	t         *testing.T
 	Ens       *zkserver.Ensemble
 	bin       string
 	artifacts map[string]string // build name -> tar.gz
@@ -113,7 +112,7 @@ type Cluster struct {
 // NewCluster builds dcroll (without -race) while the ensemble starts.
 func NewCluster(t *testing.T) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, artifacts: map[string]string{}}
+	c := &Cluster{artifacts: map[string]string{}}
 	dir := t.TempDir()
 	c.bin = filepath.Join(dir, "dcroll")
 	built := make(chan error, 1)
@@ -223,8 +222,10 @@ type Scenario struct {
 	C *Cluster
 	// T is the test of the row being run (rows may share a scenario);
 	// teardown logs to the test that created the scenario.
-	T        *testing.T
-	owner    *testing.T
+	T     *testing.T
+	owner *testing.T
+	// Shared: several rows use this scenario (each dumps it on failure).
+	Shared   bool
 	closed   sync.Once
 	Name     string
 	Root     string
@@ -243,10 +244,13 @@ type Scenario struct {
 	coord  *Daemon
 	began  time.Time
 
-	mu      sync.Mutex
-	excused map[[2]string]*excuse // {service, machine}
-	report  *checker.Report
-	dumped  bool
+	mu       sync.Mutex
+	excused  map[[2]string]*excuse // {service, machine}
+	report   *checker.Report
+	dumped   bool
+	lastMark string
+
+	bootstrapped bool
 }
 
 // excuse is an instance the test broke; released: the test has repaired
@@ -369,9 +373,19 @@ func (s *Scenario) Bootstrap() string {
 	id := s.MustPush(s.Spec("v1", map[string]Svc{"store": {Build: "v1"}, "web": {Build: "v1"}}), coordinator.PushOptions{})
 	s.WaitCompleted(Converge)
 	s.WaitServing(30*time.Second, map[string]string{"store": Version("v1"), "web": Version("v1")})
-	s.Checker.Mark("bootstrapped")
+	s.Mark("bootstrapped")
+	s.bootstrapped = true
 	s.T.Logf("bootstrapped after %s", time.Since(s.began).Round(time.Millisecond))
 	return id
+}
+
+// Mark marks the checker's timeline; a failure's dump judges since the
+// last mark.
+func (s *Scenario) Mark(label string) {
+	s.Checker.Mark(label)
+	s.mu.Lock()
+	s.lastMark, s.report = label, nil
+	s.mu.Unlock()
 }
 
 // Svc is one service of a test spec; zero fields take the defaults.
@@ -818,8 +832,10 @@ func (s *Scenario) teardown() {
 	if s.coord != nil {
 		s.coord.Kill()
 	}
-	failed := t.Failed() && !s.dumped
-	if failed {
+	// A scenario shared by rows is dumped by its failing rows; one's own
+	// scenario when its test failed.
+	failed := s.dumped || (!s.Shared && t.Failed())
+	if failed && !s.dumped {
 		s.Dump(t)
 	}
 	for _, name := range sortedKeys(s.Machines) {
@@ -852,20 +868,26 @@ func (s *Scenario) teardown() {
 func (s *Scenario) Dump(t testing.TB) {
 	s.dumped = true
 	s.mu.Lock()
-	r := s.report
+	r, since := s.report, s.lastMark
 	s.mu.Unlock()
 	if r == nil && s.Checker != nil {
-		rr := s.Checker.Judge(checker.Expect{})
+		rr := s.Checker.Judge(checker.Expect{Since: since})
 		r = &rr
 	}
 	if r != nil {
 		t.Logf("--- checker report ---\n%s", r.String())
 	}
-	if o, err := s.ReadOutcome(); err == nil {
-		t.Logf("--- outcome: %s", o)
+	if s.Conn != nil {
+		if o, err := s.ReadOutcome(); err == nil {
+			t.Logf("--- outcome: %s", o)
+		}
 	}
 	for _, name := range sortedKeys(s.Machines) {
-		t.Logf("--- last lines of agent %s ---\n%s", name, tail(s.Machines[name].Log, 30))
+		m := s.Machines[name]
+		t.Logf("--- last lines of agent %s ---\n%s", name, tail(m.Log, 30))
+		if st := m.Status(); st != "" {
+			t.Logf("--- /status of agent %s ---\n%s", name, st)
+		}
 	}
 	t.Logf("--- last lines of the coordinator ---\n%s", tail(filepath.Join(s.Dir, "coordinator.log"), 15))
 	t.Logf("--- last lines of the event log ---\n%s", tail(s.EventLog, 30))
@@ -958,7 +980,7 @@ func (m *Machine) signal(sig syscall.Signal) {
 	if cmd == nil {
 		return
 	}
-	if frozen && sig == syscall.SIGTERM {
+	if frozen && sig != syscall.SIGSTOP && sig != syscall.SIGKILL {
 		_ = cmd.Process.Signal(syscall.SIGCONT)
 	}
 	_ = cmd.Process.Signal(sig)
@@ -1057,22 +1079,22 @@ func (m *Machine) Recover() {
 	m.s.T.Logf("machine %s back", m.Name)
 }
 
-// Partition cuts the agent off ZooKeeper (its proxies black-hole); Heal
-// restores it.
+// Partition cuts the agent off ZooKeeper (its proxies black-hole);
+// Reconnect ends the partition.
 func (m *Machine) Partition() {
 	for _, p := range m.proxies {
 		p.Cut()
 	}
 }
 
-func (m *Machine) Heal() {
+func (m *Machine) Reconnect() {
 	for _, p := range m.proxies {
 		p.Restore()
 	}
 }
 
 // ExpireSession partitions the agent until ZooKeeper has expired its
-// session (its /agents registration is gone), then heals.
+// session (its /agents registration is gone), then reconnects it.
 func (m *Machine) ExpireSession() {
 	t := m.s.T
 	t.Helper()
@@ -1087,7 +1109,7 @@ func (m *Machine) ExpireSession() {
 		return ok && owner != 0, err
 	})
 	m.Partition()
-	defer m.Heal()
+	defer m.Reconnect()
 	zktest.WaitFor(t, 3*SessionTimeout+10*time.Second, m.Name+"'s session to expire", func() (bool, error) {
 		ok, st, err := c.ZK().Exists(p)
 		return err == nil && (!ok || st.EphemeralOwner != owner), err
@@ -1106,6 +1128,21 @@ type Health struct {
 }
 
 var probeClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// Status is the agent's /status answer ("" if it does not answer),
+// its last decisions and their reasons.
+func (m *Machine) Status() string {
+	if !m.Running() {
+		return ""
+	}
+	resp, err := probeClient.Get("http://" + m.httpAddr + "/status")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4000))
+	return string(b)
+}
 
 // WaitUnregistered waits until the agent's /agents registration is gone
 // (after a kill -9: until ZooKeeper expired its session).
