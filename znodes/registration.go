@@ -305,20 +305,28 @@ func (r *Registration) Update(payload []byte) error {
 	r.mu.Unlock()
 	s, err := r.c.session()
 	if !reg || err != nil || s.gen != gen {
-		return nil // written at the next registration
+		// Written at the next registration, or, if this session is only
+		// suspended, by Run once it is connected again.
+		r.wakeRun()
+		return nil
 	}
 	if err := r.write(s, payload); err != nil {
-		// Outcome unknown (connection lost mid-write): wake Run, which
-		// rewrites the dirty payload once this session is connected again.
-		// Without the wake it would sit on a watch that survives the
-		// reconnect and never fires, and the write would be lost.
-		select {
-		case r.wake <- struct{}{}:
-		default:
-		}
+		// Outcome unknown (connection lost mid-write): Run rewrites the
+		// dirty payload once this session is connected again.
+		r.wakeRun()
 		return err
 	}
 	return nil
+}
+
+// wakeRun makes Run look at the node again (and rewrite a dirty payload).
+// Without it, Run sits on a watch that survives a reconnect and never
+// fires, and a payload written while suspended would be lost.
+func (r *Registration) wakeRun() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
 }
 
 // write sets payload on the registered node; caller holds opMu.
@@ -341,10 +349,7 @@ func (r *Registration) write(s session, payload []byte) error {
 	if errors.Is(err, zk.ErrNoNode) {
 		// Deleted (by someone else, or its session ended): Run re-creates it.
 		r.setUnregistered()
-		select {
-		case r.wake <- struct{}{}:
-		default:
-		}
+		r.wakeRun()
 		return nil
 	}
 	if err != nil {

@@ -678,17 +678,26 @@ func TestWithHello(t *testing.T) {
 		insts = append(insts, Instance{Service: "web", Machine: m, Rack: fmt.Sprintf("r%d", i+1), HealthURL: fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[m])})
 	}
 	settings := func(m string) string { return filepath.Join(dir, m+".json") }
-	healthy := func(m, version string) {
+	healthy := func(m, version string) { // this very process answers
 		t.Helper()
+		h := procs[m]
 		zktest.WaitFor(t, 20*time.Second, m+" healthy on "+version, func() (bool, error) {
+			select {
+			case <-h.exited:
+				t.Fatalf("hello %s exited (port %d taken?)", m, ports[m])
+			default:
+			}
 			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[m]))
 			if err != nil {
 				return false, err
 			}
 			defer resp.Body.Close()
-			var st struct{ Version string }
+			var st struct {
+				Version string
+				PID     int
+			}
 			err = json.NewDecoder(resp.Body).Decode(&st)
-			return resp.StatusCode == 200 && st.Version == version, err
+			return resp.StatusCode == 200 && st.Version == version && st.PID == h.cmd.Process.Pid, err
 		})
 	}
 	for _, m := range machines {

@@ -58,6 +58,13 @@
 //     A good probe alone never makes an instance healthy: the log must say
 //     `up` too.
 //
+// The uncertainty of a probe thus always counts against the instance: one
+// in flight when an instance goes away counts from its start, one that
+// heals it only from its end. A harness that moves on the moment an
+// instance is back (unlike an agent, which waits min_healthy) can therefore
+// see a breach of a few milliseconds; let every instance be probed twice
+// before the next step (see settle in checker_test.go).
+//
 // Events are ordered by their own timestamps; the probes by the checker's
 // wall clock (all on one host). hello writes `up` only once /healthz already
 // answers 200 and `unhealthy`/`down` before it stops doing so, so the two
