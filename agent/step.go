@@ -485,7 +485,9 @@ func (w *worker) clearDown() (again bool, err error) {
 
 // ensureMember creates this machine's persistent member record of the
 // service if it is missing, bumping the budget version in the same Multi
-// so that a spend decided without this member is fenced off.
+// so that a spend decided without this member is fenced off. Known gap:
+// a push creating the budget node between the Exists and the Multi leaves
+// that one join unfenced (a window of one round trip at the first push).
 func (w *worker) ensureMember() error {
 	p := w.conn.Paths()
 	ok, _, err := w.conn.ZK().Exists(p.Member(w.service, w.rt.cfg.Machine))
@@ -505,13 +507,13 @@ func (w *worker) ensureMember() error {
 	m := znodes.Member{Machine: w.rt.cfg.Machine, Service: w.service, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC,
 		Joined: now, Version: version, Seen: now}
 	ops := []any{w.conn.CreateOp(p.Member(w.service, w.rt.cfg.Machine), znodes.MustEncode(&m), 0)}
-	budget := znodes.MustEncode(&znodes.Budget{Service: w.service, Last: w.rt.cfg.Machine, At: now})
+	// No budget node yet: no spend has read a version to fence (the push
+	// creates it; an agent creating it too would race the push).
 	if ok, _, err := w.conn.ZK().Exists(p.Budget(w.service)); err != nil {
 		return err
 	} else if ok {
+		budget := znodes.MustEncode(&znodes.Budget{Service: w.service, Last: w.rt.cfg.Machine, At: now})
 		ops = append(ops, znodes.SetOp(p.Budget(w.service), budget, -1))
-	} else {
-		ops = append(ops, w.conn.CreateOp(p.Budget(w.service), budget, 0))
 	}
 	if _, err := w.conn.Multi(ops...); err != nil && !errors.Is(err, zk.ErrNodeExists) {
 		return fmt.Errorf("join %s as a member: %w", w.service, err)

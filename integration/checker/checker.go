@@ -197,9 +197,16 @@ func validate(cfg Config) error {
 			return fmt.Errorf("instance %s: HealthURL %q is not an http(s) URL", k, in.HealthURL)
 		}
 	}
+	has := map[string]bool{}
+	for _, in := range cfg.Instances {
+		has[in.Service] = true
+	}
 	for svc, r := range cfg.Rules {
 		if r.QuorumCount < 0 || r.QuorumPercent < 0 || r.QuorumPercent > 100 || r.MaxParallel < 0 {
 			return fmt.Errorf("rules of %s: %+v out of range", svc, r)
+		}
+		if !has[svc] {
+			return fmt.Errorf("rules of %s: the service has no instances (a quorum of nothing is always broken): drop its rules", svc)
 		}
 	}
 	return nil
