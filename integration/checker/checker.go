@@ -54,7 +54,8 @@ type Config struct {
 	// Instances are the members: every instance of every service.
 	Instances []Instance
 	// Rules are the promises, by service. A service with members and no
-	// entry gets the zero Rules (no quorum, at most 1 unhealthy).
+	// entry gets the zero Rules (no quorum, at most 1 unhealthy); an entry
+	// for a service without members is refused.
 	Rules map[string]Rules
 	// ProbeInterval is how often every HealthURL is probed; default 50ms.
 	ProbeInterval time.Duration

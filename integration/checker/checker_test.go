@@ -545,6 +545,7 @@ func TestStartValidates(t *testing.T) {
 		"bad url":      {EventLog: "x", Instances: []Instance{{Service: "web", Machine: "m1", HealthURL: "127.0.0.1:1"}}},
 		"space":        {EventLog: "x", Instances: []Instance{{Service: "web", Machine: "m 1", HealthURL: ok.HealthURL}}},
 		"percent":      {EventLog: "x", Instances: []Instance{ok}, Rules: map[string]Rules{"web": {QuorumPercent: 101}}},
+		"no members":   {EventLog: "x", Instances: []Instance{ok}, Rules: map[string]Rules{"db": {QuorumCount: 1}}},
 	} {
 		if c, err := Start(context.Background(), cfg); err == nil {
 			c.Stop()

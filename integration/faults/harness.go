@@ -493,8 +493,11 @@ func (o Outcome) String() string {
 	var parts []string
 	for _, e := range o.Queue {
 		p := fmt.Sprintf("%s %s %s", e.Service, e.Version, e.State)
-		if e.Reason != "" {
-			p += fmt.Sprintf(" (%s on %s)", e.Reason, e.Machine)
+		switch {
+		case e.Reason != "" && e.Machine != "":
+			p += fmt.Sprintf(" (%s, halted by %s)", e.Reason, e.Machine)
+		case e.Reason != "":
+			p += fmt.Sprintf(" (%s)", e.Reason)
 		}
 		parts = append(parts, p)
 	}
