@@ -368,14 +368,10 @@ func stepRules(s Snapshot, target string, withQuorum bool) *Decision {
 	if s.UnsafeRules {
 		return nil
 	}
-	var max_ int
-	var q spec.Quorum
+	maxPar, q := 1, spec.Quorum{} // a removal (no HEAD entry): one machine at a time
 	if s.Head != nil {
-		max_, q = s.Head.MaxParallel, s.Head.Quorum
-	} else {
-		max_ = 1
+		maxPar, q = max(s.Head.MaxParallel, 1), s.Head.Quorum
 	}
-	maxPar := max(max_, 1)
 	total, avail, unavail := s.Fleet().Count()
 	var others []znodes.MemberState
 	meAvail := true
