@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"dcroll/distrib"
+	"dcroll/internal/obs"
 	"dcroll/spec"
 	"dcroll/znodes"
 )
@@ -22,8 +23,12 @@ const AgentVersion = "dcroll-agent/1"
 
 // runtime is what the workers of one agent share.
 type runtime struct {
-	cfg     Config
+	cfg Config
+	// log is the agent's own logger (component agent); base carries only
+	// the machine, for components that name themselves (supervise, zk):
+	// deriving those from log would repeat the component key.
 	log     *slog.Logger
+	base    *slog.Logger
 	metrics *metrics
 
 	mu       sync.Mutex
@@ -142,7 +147,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	rt := &runtime{cfg: cfg, log: cfg.Logger.With("component", "agent", "machine", cfg.Machine),
+	base := cfg.Logger.With("machine", cfg.Machine)
+	rt := &runtime{cfg: cfg, log: base.With("component", "agent"), base: base,
 		metrics: newMetrics(), specs: map[string]*spec.Spec{}, started: cfg.Clock.Now()}
 	rt.metrics.register(rt)
 	for _, s := range cfg.Services {
@@ -166,7 +172,14 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("agent http %s: %w", cfg.HTTPAddr, err)
 		}
-		srv := &http.Server{Handler: rt.handler(), ReadHeaderTimeout: 5 * time.Second}
+		mux := http.NewServeMux()
+		mux.Handle("/", rt.handler())
+		mux.Handle("GET /healthz", obs.Healthz(obs.ZooKeeper(func() *znodes.Conn {
+			rt.mu.Lock()
+			defer rt.mu.Unlock()
+			return rt.conn
+		})))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
@@ -274,11 +287,11 @@ func Run(ctx context.Context, cfg Config) error {
 func (rt *runtime) dial(ctx context.Context) *znodes.Conn {
 	for {
 		conn, err := znodes.Dial(ctx, znodes.Options{Servers: rt.cfg.ZK, Root: rt.cfg.Root,
-			SessionTimeout: rt.cfg.SessionTimeout, Logger: rt.cfg.Logger.With("machine", rt.cfg.Machine)})
+			SessionTimeout: rt.cfg.SessionTimeout, Logger: rt.base})
 		if err == nil {
 			return conn
 		}
-		rt.log.Warn("zookeeper unreachable; services keep running their local version", "err", err, "retry_in", DefaultDialRetry)
+		rt.log.Warn("zookeeper unreachable; services keep running their local version", "err", err, "retry_in", DefaultDialRetry.String())
 		select {
 		case <-ctx.Done():
 			return nil

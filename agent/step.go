@@ -123,6 +123,7 @@ func (w *worker) takeStep(ctx context.Context, snap Snapshot, d Decision) {
 	}
 	w.setStepping(true)
 	defer w.setStepping(false)
+	w.rt.metrics.stepBegan(w.service, w.rt.now())
 	w.setHealthy(false)
 	what := fmt.Sprintf("%s %s -> %s", d.Kind, versionOf(prev), orNone(d.Version))
 	phase := znodes.StateUpgrading
@@ -137,7 +138,7 @@ func (w *worker) takeStep(ctx context.Context, snap Snapshot, d Decision) {
 	case StepRemove:
 		w.stopCurrent(ctx)
 		w.finish(func(st *State) { st.InFlight, st.Previous = nil, prev }, znodes.StateStopped, "removed from the spec")
-		w.rt.metrics.steps.WithLabelValues(w.service, "removed").Inc()
+		w.rt.metrics.stepDone(w.service, d.Kind, "removed", w.rt.now())
 		return
 	case StepSettings:
 		err = w.reload(next, snap.Head)
@@ -151,7 +152,7 @@ func (w *worker) takeStep(ctx context.Context, snap Snapshot, d Decision) {
 	if err == nil {
 		w.setHealthy(true)
 		w.finish(func(st *State) { st.InFlight = nil }, znodes.StateRunning, "")
-		w.rt.metrics.steps.WithLabelValues(w.service, "ok").Inc()
+		w.rt.metrics.stepDone(w.service, d.Kind, "ok", w.rt.now())
 		if d.Kind == StepSettings {
 			w.mu.Lock()
 			w.reloads++
@@ -247,7 +248,7 @@ func (w *worker) revert(ctx context.Context, d Decision, prev, next *Release, ca
 	w.stopCurrent(ctx)
 	if prev == nil {
 		w.finish(func(st *State) { st.InFlight = nil }, znodes.StateFailed, reason)
-		w.rt.metrics.steps.WithLabelValues(w.service, "failed").Inc()
+		w.rt.metrics.stepDone(w.service, d.Kind, "failed", w.rt.now())
 		return
 	}
 	err := w.startRelease(ctx, prev, false)
@@ -258,12 +259,12 @@ func (w *worker) revert(ctx context.Context, d Decision, prev, next *Release, ca
 		// The step record stays: this machine is down for real.
 		w.log.Error("revert failed: the previous version is not healthy either", "version", prev.Version, "err", err)
 		w.finish(func(st *State) { st.InFlight = nil }, znodes.StateFailed, truncate("revert to "+prev.Version+" failed: "+err.Error(), 300))
-		w.rt.metrics.steps.WithLabelValues(w.service, "failed").Inc()
+		w.rt.metrics.stepDone(w.service, d.Kind, "failed", w.rt.now())
 		return
 	}
 	w.setHealthy(true)
 	w.finish(func(st *State) { st.InFlight = nil }, znodes.StateRunning, "reverted: "+reason)
-	w.rt.metrics.steps.WithLabelValues(w.service, "reverted").Inc()
+	w.rt.metrics.stepDone(w.service, d.Kind, "reverted", w.rt.now())
 	w.log.Warn("reverted", "version", prev.Version)
 }
 

@@ -203,7 +203,7 @@ func (w *worker) newSupervisor(r *Release) (*supervise.Supervisor, supervise.Che
 		Dir: r.Dir, Run: r.Run, Service: w.service, Version: r.Version, Machine: w.rt.cfg.Machine,
 		SettingsFile: w.settingsPath(), Data: r.Data, Env: w.rt.cfg.envFor(w.service),
 		LogPath: w.logPath(r), Grace: w.rt.cfg.StopGrace,
-		Logger: w.log, Clock: w.rt.cfg.Clock,
+		Logger: w.rt.base, Clock: w.rt.cfg.Clock,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -1016,7 +1016,7 @@ func (w *worker) prepare(ctx context.Context, conn *znodes.Conn, specID, version
 	if version != "" && svc.Version != version {
 		return nil, fmt.Errorf("prepare %s: spec %s defines %s %s", version, spec.ShortID(specID), w.service, svc.Version)
 	}
-	f, err := w.rt.fetcher()
+	f, err := w.rt.meteredFetcher()
 	if err != nil {
 		return nil, err
 	}

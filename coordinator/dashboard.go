@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"dcroll/internal/obs"
 	"dcroll/spec"
 	"dcroll/znodes"
 )
@@ -28,13 +28,30 @@ var dashboardTmpl = template.Must(template.New("dashboard.html").Funcs(template.
 	},
 }).ParseFS(dashboardFS, "dashboard.html"))
 
-// Dashboard serves the web dashboard (/), the status API (/api/status) and
-// Prometheus metrics (/metrics), all read from znode state on each request.
-func Dashboard(c *znodes.Conn) http.Handler {
-	reg := prometheus.NewRegistry()
+// Dashboard serves the web dashboard (/), the status API (/api/status),
+// Prometheus metrics (/metrics), all read from znode state on each request,
+// and /healthz (200 "ok" while the ZooKeeper session is connected, 503
+// with the reason otherwise).
+func Dashboard(c *znodes.Conn) http.Handler { return dashboard(c, nil) }
+
+// dashboard is Dashboard; el, when set, is this coordinator's candidacy,
+// exported as dcroll_coordinator_leader.
+func dashboard(c *znodes.Conn, el *znodes.Election) http.Handler {
+	reg := obs.NewRegistry()
 	reg.MustRegister(&statusCollector{c: c})
+	if el != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dcroll_coordinator_leader", Help: "1 while this coordinator is the elected leader (advances the deploy queue), 0 otherwise.",
+		}, func() float64 {
+			if el.IsLeader() {
+				return 1
+			}
+			return 0
+		}))
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", obs.MetricsHandler(reg))
+	mux.Handle("/healthz", obs.Healthz(obs.ZooKeeper(func() *znodes.Conn { return c })))
 	mux.HandleFunc("/api/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := ReadStatus(c)
 		if err != nil {

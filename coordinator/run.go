@@ -77,13 +77,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("coordinator: %w", err)
 	}
 	errc := make(chan error, 1)
+	el := znodes.NewElection(c, ElectionName, cfg.ID)
 	if cfg.HTTPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
 			return fmt.Errorf("coordinator: dashboard listen %s: %w", cfg.HTTPAddr, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/", Dashboard(c))
+		mux.Handle("/", dashboard(c, el))
 		for p, h := range cfg.Mount {
 			mux.Handle(p, h)
 		}
@@ -99,7 +100,6 @@ func Run(ctx context.Context, cfg Config) error {
 			cfg.Listening(ln.Addr().String())
 		}
 	}
-	el := znodes.NewElection(c, ElectionName, cfg.ID)
 	go func() {
 		errc <- el.Run(ctx, func(leaderCtx context.Context) error {
 			log.Info("elected leader: advancing the deploy queue")

@@ -93,7 +93,8 @@ type Status struct {
 // ReadStatus reads HEAD, the queue and every service's members.
 func ReadStatus(c *znodes.Conn) (*Status, error) {
 	p := c.Paths()
-	st := &Status{}
+	// Lists are never null in JSON: an empty data center has "services": [].
+	st := &Status{Services: []ServiceStatus{}, Agents: []znodes.Agent{}}
 	var err error
 	if st.Head, _, err = ReadHead(c); err != nil {
 		return nil, err
@@ -103,6 +104,9 @@ func ReadStatus(c *znodes.Conn) (*Status, error) {
 	}
 	if st.Queue, err = ReadQueue(c); err != nil {
 		return nil, err
+	}
+	if st.Queue == nil {
+		st.Queue = []QueueEntry{}
 	}
 	services, err := fleetServices(c)
 	if err != nil {
@@ -139,6 +143,12 @@ func ReadStatus(c *znodes.Conn) (*Status, error) {
 			}
 		}
 		ss.Machines, ss.Down = f.Current, f.Down
+		if ss.Machines == nil {
+			ss.Machines = []znodes.Current{}
+		}
+		if ss.Down == nil {
+			ss.Down = []znodes.Down{}
+		}
 		for _, cur := range f.Current {
 			ss.Versions[cur.Version]++
 			if cur.Healthy {

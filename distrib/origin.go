@@ -16,8 +16,10 @@ import (
 
 	"github.com/anacrolix/torrent"
 	"github.com/go-zookeeper/zk"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"dcroll/internal/obs"
 	"dcroll/znodes"
 )
 
@@ -29,8 +31,9 @@ type OriginConfig struct {
 	// ListenAddr is the BitTorrent ip:port (port 0 picks one). Use the
 	// machine's data-center IP: the tracker hands it to every peer.
 	ListenAddr string
-	// HTTPAddr serves GET /blobs/<hex> (web seed, Range supported) and the
-	// tracker at /announce.
+	// HTTPAddr serves GET /blobs/<hex> (web seed, Range supported), the
+	// tracker at /announce, Prometheus metrics at /metrics and /healthz
+	// (200 "ok" while the ZooKeeper session is connected, 503 otherwise).
 	HTTPAddr string
 	Logger   *slog.Logger
 	// UploadRateLimiter throttles BitTorrent uploads (nil: unlimited). The
@@ -101,6 +104,8 @@ func NewOrigin(cfg OriginConfig) (*Origin, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/announce", o.tracker)
 	mux.HandleFunc("GET /blobs/{hex}", o.serveBlob)
+	mux.Handle("GET /metrics", obs.MetricsHandler(o.registry()))
+	mux.Handle("GET /healthz", obs.Healthz(obs.ZooKeeper(func() *znodes.Conn { return cfg.Conn })))
 	o.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return o, nil
 }
@@ -285,6 +290,33 @@ func (o *Origin) seed(ctx context.Context, h string) error {
 	o.mu.Unlock()
 	o.log.Info("seeding blob", "blob", IDOf(h), "size", b.Size, "infohash", b.InfoHash, "verified_in", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// registry holds the origin's metrics (dcroll_build_info, Go and process
+// collectors, and what it seeds), read on each scrape.
+func (o *Origin) registry() *prometheus.Registry {
+	reg := obs.NewRegistry()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dcroll_origin_seeding_blobs", Help: "Published blobs the origin seeds (verified against their sha256).",
+	}, func() float64 {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return float64(len(o.seeding))
+	}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dcroll_origin_unseeded_blobs", Help: "Published blobs the origin cannot seed (missing from its store or failing verification).",
+	}, func() float64 {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return float64(len(o.bad))
+	}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dcroll_origin_zookeeper_connected", Help: "1 while the ZooKeeper session is live.",
+	}, func() float64 {
+		if st, _, _ := o.cfg.Conn.State(); st == znodes.Connected {
+			return 1
+		}
+		return 0
+	}))
+	return reg
 }
 
 // serveBlob is the web seed: the exact file URL of WebSeedURL, with Range.

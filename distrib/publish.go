@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -52,6 +54,10 @@ type PublishOptions struct {
 	Trackers []string
 	// PieceLength in bytes, a power of two >= 16 KiB (0: ChoosePieceLength).
 	PieceLength int64
+	// OriginWait bounds how long Publish waits for an origin that does not
+	// answer before recording anything (0: DefaultOriginWait; see
+	// CheckOrigin).
+	OriginWait time.Duration
 }
 
 // ChoosePieceLength returns DefaultPieceLength, doubled until the blob has
@@ -71,10 +77,24 @@ func WebSeedURL(originURL, hexDigest string) string {
 	return strings.TrimRight(originURL, "/") + "/blobs/" + hexDigest
 }
 
+// ErrOriginNotServing is wrapped when the origin does not serve a blob that
+// Publish just put into the store: the store is not the origin's, or no
+// origin runs at OriginURL. Agents could never download such a blob.
+var ErrOriginNotServing = errors.New("origin does not serve the blob")
+
 // Publish imports files into st, builds one single-file v1 torrent per blob
 // (info name = the hex digest, never the file name) and records each at
 // /dc/blobs/<hex>. Publishing an already published blob returns the
 // existing record.
+//
+// Nothing is recorded unless every file can be published: Publish first
+// checks every file, imports them all into st and, with an OriginURL,
+// checks that the origin serves each one (HEAD <OriginURL>/blobs/<hex>
+// answers 200 with the blob's size; see CheckOrigin). The origin serves
+// straight from its store, so this holds as soon as st is the origin's
+// store, before any record exists. Only then are the records written. A
+// failed check leaves the files imported into st (content-addressed, so
+// harmless) and ZooKeeper untouched, and wraps ErrOriginNotServing.
 func Publish(ctx context.Context, c *znodes.Conn, st *Store, files []string, o PublishOptions) ([]znodes.Blob, error) {
 	trackers := o.Trackers
 	if len(trackers) == 0 && o.OriginURL != "" {
@@ -83,12 +103,36 @@ func Publish(ctx context.Context, c *znodes.Conn, st *Store, files []string, o P
 	if o.PieceLength != 0 && (o.PieceLength < 16<<10 || o.PieceLength&(o.PieceLength-1) != 0) {
 		return nil, fmt.Errorf("publish: piece length %d: want a power of two >= 16 KiB", o.PieceLength)
 	}
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return nil, fmt.Errorf("publish %s: %w", f, err)
+		}
+		if !fi.Mode().IsRegular() || fi.Size() == 0 {
+			return nil, fmt.Errorf("publish %s: not a non-empty regular file", f)
+		}
+	}
+	ids := make([]string, len(files))
+	for i, f := range files {
+		id, err := st.Import(ctx, f)
+		if err != nil {
+			return nil, fmt.Errorf("publish: %w", err)
+		}
+		ids[i] = id
+	}
+	if o.OriginURL != "" {
+		for _, id := range ids {
+			if err := CheckOrigin(ctx, o.OriginURL, st, id, o.OriginWait); err != nil {
+				return nil, err // one line naming the origin, the blob and the fix
+			}
+		}
+	}
 	if err := c.EnsurePath(c.Paths().Blobs()); err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	var out []znodes.Blob
-	for _, f := range files {
-		b, err := publishOne(ctx, c, st, f, trackers, o)
+	for i, f := range files {
+		b, err := publishOne(ctx, c, st, f, ids[i], trackers, o)
 		if err != nil {
 			return out, err
 		}
@@ -97,18 +141,122 @@ func Publish(ctx context.Context, c *znodes.Conn, st *Store, files []string, o P
 	return out, nil
 }
 
-func publishOne(ctx context.Context, c *znodes.Conn, st *Store, file string, trackers []string, o PublishOptions) (*znodes.Blob, error) {
-	fi, err := os.Stat(file)
+// DefaultOriginWait bounds how long CheckOrigin waits for an origin that
+// does not answer (one just started, still dialing ZooKeeper).
+const DefaultOriginWait = 10 * time.Second
+
+// notFoundGrace bounds how long CheckOrigin retries a 404. The origin
+// serves GET /blobs/<hex> straight from its store (no watch or nudge is
+// involved: those only start BitTorrent seeding), so a blob imported into
+// the origin's store is served at once and a 404 means another store.
+const notFoundGrace = time.Second
+
+// CheckOrigin checks that the origin at originURL serves blob id of st: a
+// HEAD request to its web seed URL answers 200 with the blob's size as
+// Content-Length. It retries an origin that does not answer for up to wait
+// (0: DefaultOriginWait) and a 404 for up to a second. The origin needs no
+// record to serve a blob, only the file in its store, so Publish calls it
+// before writing any. The error wraps ErrOriginNotServing and is one line
+// naming the origin, the blob and the likely fix.
+func CheckOrigin(ctx context.Context, originURL string, st *Store, id string, wait time.Duration) error {
+	if wait <= 0 {
+		wait = DefaultOriginWait
+	}
+	h, err := ParseID(id)
 	if err != nil {
-		return nil, fmt.Errorf("publish %s: %w", file, err)
+		return err
 	}
-	if !fi.Mode().IsRegular() || fi.Size() == 0 {
-		return nil, fmt.Errorf("publish %s: not a non-empty regular file", file)
-	}
-	id, err := st.Import(ctx, file)
+	size, err := blobSize(st, id)
 	if err != nil {
-		return nil, fmt.Errorf("publish: %w", err)
+		return err
 	}
+	base := strings.TrimRight(originURL, "/")
+	u := WebSeedURL(base, h)
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	cl := &http.Client{Timeout: 2 * time.Second}
+	start := time.Now()
+	for {
+		retry, err := headBlob(ctx, cl, u, base, id, st, size)
+		if err == nil {
+			return nil
+		}
+		if !retry || (errors.Is(err, errNotFound) && time.Since(start) >= min(notFoundGrace, wait)) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// originError is a CheckOrigin failure: a one-line message that wraps
+// ErrOriginNotServing without repeating it.
+type originError struct {
+	msg      string
+	notFound bool
+}
+
+func (e *originError) Error() string { return e.msg }
+func (e *originError) Unwrap() []error {
+	if e.notFound {
+		return []error{ErrOriginNotServing, errNotFound}
+	}
+	return []error{ErrOriginNotServing}
+}
+
+// errNotFound marks a 404 (internal: CheckOrigin retries it less).
+var errNotFound = errors.New("404")
+
+func originErrorf(format string, args ...any) *originError {
+	return &originError{msg: fmt.Sprintf(format, args...)}
+}
+
+func blobSize(st *Store, id string) (int64, error) {
+	p, err := st.Path(id)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0, fmt.Errorf("blob %s: %w", id, err)
+	}
+	return fi.Size(), nil
+}
+
+// headBlob asks the origin for u once; retry says whether asking again
+// may help.
+func headBlob(ctx context.Context, cl *http.Client, u, base, id string, st *Store, size int64) (retry bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
+	if err != nil {
+		return false, originErrorf("origin %s: %v", base, err)
+	}
+	resp, err := cl.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return true, originErrorf("origin %s unreachable (%v) while checking %s: is `dcroll origin` running there?", base, err, id)
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		e := originErrorf("origin %s answers 404 for %s: is --store %s the directory `dcroll origin --store` serves?", base, id, st.Dir())
+		e.notFound = true
+		return true, e
+	case resp.StatusCode != http.StatusOK:
+		return resp.StatusCode >= 500, originErrorf("origin %s answers %q for %s: is it a `dcroll origin`?", base, resp.Status, id)
+	case resp.ContentLength != size:
+		return false, originErrorf("origin %s serves %d bytes for %s, want %d: is --store %s the directory `dcroll origin --store` serves?", base, resp.ContentLength, id, size, st.Dir())
+	}
+	return false, nil
+}
+
+// publishOne records file, imported into st as id.
+func publishOne(ctx context.Context, c *znodes.Conn, st *Store, file, id string, trackers []string, o PublishOptions) (*znodes.Blob, error) {
 	if b, err := LookupBlob(c, id); err == nil {
 		return b, nil
 	} else if !errors.Is(err, ErrNotFound) {
@@ -116,7 +264,10 @@ func publishOne(ctx context.Context, c *znodes.Conn, st *Store, file string, tra
 	}
 	h, _ := ParseID(id)
 	path, _ := st.Path(id)
-	size := fi.Size()
+	size, err := blobSize(st, id)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", file, err)
+	}
 	pl := o.PieceLength
 	if pl == 0 {
 		pl = ChoosePieceLength(size)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what dcroll's tests and demo need on a fresh Debian machine:
 # the real ZooKeeper server (Debian's zookeeper package, Java 17 is assumed)
-# and aria2 (a standard BitTorrent client for the interop test).
+# aria2 (a standard BitTorrent client for the interop test) and promtool
+# (from Debian's prometheus package: the daemons' /metrics are checked with
+# `promtool check metrics`).
 # Idempotent: it installs only what is missing.
 set -euo pipefail
 need=()
@@ -9,6 +11,9 @@ need=()
 command -v aria2c >/dev/null 2>&1 || need+=(aria2)
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# systemd-analyze verifies the unit files in deploy/systemd.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -50,11 +50,11 @@ const (
 
 // Change is what a rollout from one spec to the next does to one service.
 type Change struct {
-	Service string
-	Kind    ChangeKind
-	From    string   // version in head; "" for ChangeNew
-	To      string   // version in next; "" for ChangeRemoved
-	Reasons []string // what differs, e.g. "artifact changed", "settings changed"
+	Service string     `json:"service"`
+	Kind    ChangeKind `json:"kind"`
+	From    string     `json:"from"`    // version in head; "" for ChangeNew
+	To      string     `json:"to"`      // version in next; "" for ChangeRemoved
+	Reasons []string   `json:"reasons"` // what differs, e.g. "artifact changed", "settings changed"
 }
 
 // BuildID identifies what a restart installs: the artifact, the data blobs

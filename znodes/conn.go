@@ -121,7 +121,7 @@ type Conn struct {
 	zk    *zk.Conn
 	paths Paths
 	opts  Options
-	log   *slog.Logger
+	log   *slog.Logger // the connection's own records: component zk
 
 	mu         sync.Mutex
 	state      SessionState
@@ -180,11 +180,23 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("connect to zookeeper at %s: %w", opts.Servers, ctx.Err())
 		}
-		return nil, fmt.Errorf("%w at %s: no session within %s (is it running? start one with `make zk`, or point --zk / DCROLL_ZK at your ensemble)", ErrUnreachable, opts.Servers, opts.ConnectTimeout)
+		return nil, fmt.Errorf("%w at %s: no session within %s (%s)", ErrUnreachable, opts.Servers, opts.ConnectTimeout, UnreachableHint(opts.Servers))
 	}
 	c.wg.Add(1)
 	go c.reap()
 	return c, nil
+}
+
+// UnreachableHint says how to check the first server of a connect string
+// and where the address comes from, for the errors of an unreachable
+// ZooKeeper.
+func UnreachableHint(servers string) string {
+	first, _, _ := strings.Cut(servers, ",")
+	host, port, err := net.SplitHostPort(zk.FormatServers([]string{first})[0])
+	if err != nil {
+		host, port = first, "2181"
+	}
+	return fmt.Sprintf("is ZooKeeper running there? check with: echo ruok | nc %s %s; or point --zk / DCROLL_ZK at your ensemble", host, port)
 }
 
 // dial opens a TCP connection that reports the connect response to the Conn.
@@ -244,7 +256,7 @@ func (c *Conn) onEvent(ev zk.Event) {
 		}
 		if c.sessionID != id || c.handshake.timeout != c.negotiated {
 			c.log.Info("zookeeper session established", "session", fmt.Sprintf("0x%x", id),
-				"gen", c.gen, "timeout", c.handshake.timeout)
+				"gen", c.gen, "timeout", c.handshake.timeout.String())
 		}
 		c.sessionID = id
 		if c.handshake.timeout > 0 {
@@ -272,7 +284,7 @@ func (c *Conn) startTimerLocked() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.gen == gen && c.state == Suspended {
-			c.log.Warn("disconnected longer than the session timeout; treating session as lost", "timeout", timeout, "gen", gen)
+			c.log.Warn("disconnected longer than the session timeout; treating session as lost", "timeout", timeout.String(), "gen", gen)
 			c.loseLocked()
 		}
 	})
@@ -462,8 +474,11 @@ func (c *Conn) ZK() *zk.Conn { return c.zk }
 // Paths returns the path builder of this connection's root.
 func (c *Conn) Paths() Paths { return c.paths }
 
-// Logger returns the connection's logger.
-func (c *Conn) Logger() *slog.Logger { return c.log }
+// Logger returns the logger the connection was given (Options.Logger),
+// without the connection's own component key: recipes built on the
+// connection (election, registration, turn lock) add their own, and slog
+// would otherwise repeat the key in every record.
+func (c *Conn) Logger() *slog.Logger { return c.opts.Logger }
 
 // Close ends the session; its ephemerals disappear at once. It waits for the
 // Conn's own goroutine.

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path"
 	"sync"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 )
@@ -16,7 +18,7 @@ var ErrNoLeader = errors.New("no leader")
 
 // Election is leader election among candidates under Paths.Election(name)
 // (Curator's LeaderLatch and LeaderSelector): each candidate is a protected
-// ephemeral sequential node holding the candidate's id; the lowest sequence
+// ephemeral sequential node holding the candidate's JSON [Candidate]; the lowest sequence
 // leads; every other candidate watches only its predecessor.
 //
 // Leadership is conditional: the leader's context is cancelled as soon as
@@ -32,6 +34,17 @@ type Election struct {
 	mu      sync.Mutex
 	leading bool
 }
+
+// Candidate is the payload of an election node: who campaigns, since when.
+type Candidate struct {
+	V     int       `json:"v"`
+	ID    string    `json:"id"`   // the candidate's id (NewElection), e.g. host:pid
+	Host  string    `json:"host"` // hostname of the candidate's process
+	PID   int       `json:"pid"`
+	Since time.Time `json:"since"` // when this node was created
+}
+
+func (x *Candidate) setV() { x.V = SchemaVersion }
 
 // NewElection returns the election name for a candidate called id (the
 // payload of its node, what Leader returns).
@@ -65,7 +78,12 @@ func (e *Election) Run(ctx context.Context, lead func(leaderCtx context.Context)
 			}
 			return fmt.Errorf("election %s: %w", e.dir, err)
 		}
-		own, err := e.c.createProtected(s, path.Join(e.dir, ElectionPrefix), []byte(e.id))
+		host, _ := os.Hostname()
+		payload, err := Encode(&Candidate{ID: e.id, Host: host, PID: os.Getpid(), Since: e.c.opts.Clock.Now().UTC()})
+		if err != nil {
+			return fmt.Errorf("election %s: %w", e.dir, err)
+		}
+		own, err := e.c.createProtected(s, path.Join(e.dir, ElectionPrefix), payload)
 		if err == nil {
 			e.log.Debug("candidate", "node", own)
 			err = e.campaign(ctx, s, own, lead)
@@ -164,31 +182,44 @@ func (e *Election) setLeading(v bool) {
 // Leader returns the id of the current leader of the election name, or an
 // error wrapping ErrNoLeader when there is no candidate.
 func (e *Election) Leader() (string, error) {
-	return leaderOf(e.c, e.dir)
+	l, err := leaderOf(e.c, e.dir)
+	return l.ID, err
 }
 
 // LeaderOf returns the id of the current leader of the election name, or an
 // error wrapping ErrNoLeader when there is no candidate.
 func LeaderOf(c *Conn, name string) (string, error) {
+	l, err := leaderOf(c, c.Paths().Election(name))
+	return l.ID, err
+}
+
+// LeaderCandidate returns the payload of the current leader of the
+// election name, or an error wrapping ErrNoLeader when there is no
+// candidate.
+func LeaderCandidate(c *Conn, name string) (Candidate, error) {
 	return leaderOf(c, c.Paths().Election(name))
 }
 
-func leaderOf(c *Conn, dir string) (string, error) {
+func leaderOf(c *Conn, dir string) (Candidate, error) {
 	for {
 		queue, err := c.queue(dir, ElectionPrefix)
 		if errors.Is(err, zk.ErrNoNode) || (err == nil && len(queue) == 0) {
-			return "", fmt.Errorf("election %s: %w", dir, ErrNoLeader)
+			return Candidate{}, fmt.Errorf("election %s: %w", dir, ErrNoLeader)
 		}
 		if err != nil {
-			return "", err
+			return Candidate{}, err
 		}
 		b, _, err := c.zk.Get(path.Join(dir, queue[0]))
 		if errors.Is(err, zk.ErrNoNode) {
 			continue // the leader just left: read again
 		}
 		if err != nil {
-			return "", fmt.Errorf("get leader of %s: %w", dir, err)
+			return Candidate{}, fmt.Errorf("get leader of %s: %w", dir, err)
 		}
-		return string(b), nil
+		var l Candidate
+		if err := Decode(b, &l); err != nil {
+			return Candidate{}, fmt.Errorf("leader of %s: %w", dir, err)
+		}
+		return l, nil
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
-	"gopkg.in/yaml.v3"
 
 	"dcroll/agent"
 )
@@ -25,7 +24,13 @@ without it. A failed upgrade reverts this machine and halts the rollout.
 
 Services keep running when the agent exits or ZooKeeper is unreachable; a new
 agent adopts them. Configuration comes from --config (YAML, the fields of
-agent.Config), then environment variables, then flags.
+agent.Config by their yaml names: machine, rack, dc, services, data_dir, zk,
+root, session_timeout, peer_listen, http_addr, mlock_budget, env,
+poll_interval, health_interval, stop_grace, stop_services_on_exit), then
+environment variables, then flags. Unknown fields are errors. Durations are Go
+durations (poll_interval: 5s); sizes (mlock_budget, --mlock-budget) are plain
+bytes, 8GiB/512MiB/64KiB (binary) or 8GB/512MB/64KB (decimal),
+case-insensitive.
 
 Example (two services on one machine, each on its own port):
    dcroll agent --machine r1-m1 --rack r1 --dc par1 --service store --service web \
@@ -39,10 +44,10 @@ Example (two services on one machine, each on its own port):
 			&cli.StringFlag{Name: "data-dir", EnvVars: []string{"DCROLL_DATA_DIR"}, Usage: "state, blobs, unpacked versions and logs `DIR`"},
 			&cli.StringFlag{Name: "peer-listen", EnvVars: []string{"DCROLL_PEER_LISTEN"}, Usage: "BitTorrent listen `ADDR` (the machine's data-center IP)"},
 			&cli.StringFlag{Name: "http", EnvVars: []string{"DCROLL_AGENT_HTTP"}, Usage: "serve /metrics and /status on `ADDR`"},
-			&cli.StringFlag{Name: "mlock-budget", EnvVars: []string{"DCROLL_MLOCK_BUDGET"}, Usage: "max bytes of data blobs kept mlocked, e.g. 8GiB (0: only RLIMIT_MEMLOCK applies)"},
+			&cli.StringFlag{Name: "mlock-budget", EnvVars: []string{"DCROLL_MLOCK_BUDGET"}, Usage: "max `SIZE` of data blobs kept mlocked: " + units.SizeForms + " (0: only RLIMIT_MEMLOCK applies; -1: do not lock)"},
 			&cli.StringSliceFlag{Name: "env", Usage: "`SERVICE:NAME=VALUE` for a service's environment (SERVICE * for all; repeat)"},
 			&cli.BoolFlag{Name: "stop-services-on-exit", Usage: "stop the services when the agent exits"},
-			sessionTimeoutFlag,
+			sessionTimeoutFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			cfg, err := agentConfig(c)
@@ -57,14 +62,9 @@ Example (two services on one machine, each on its own port):
 func agentConfig(c *cli.Context) (agent.Config, error) {
 	var cfg agent.Config
 	if f := c.String("config"); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return cfg, fmt.Errorf("agent config: %w", err)
-		}
-		dec := yaml.NewDecoder(strings.NewReader(string(b)))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil {
-			return cfg, fmt.Errorf("agent config %s: %w", f, err)
+		var err error
+		if cfg, err = agent.LoadConfig(f); err != nil {
+			return cfg, err
 		}
 	}
 	set := func(name string, dst *string) {
@@ -99,9 +99,9 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		cfg.SessionTimeout = c.Duration("session-timeout")
 	}
 	if v := c.String("mlock-budget"); v != "" {
-		n, err := units.ParseBytes(v)
+		n, err := agent.ParseMlockBudget(v)
 		if err != nil {
-			return cfg, fmt.Errorf("--mlock-budget: %w", err)
+			return cfg, usageError{msg: fmt.Sprintf("--mlock-budget: %v; sizes are %s", err, units.SizeForms)}
 		}
 		cfg.MlockBudget = n
 	}

@@ -4,6 +4,7 @@ import (
 	"dcroll/internal/units"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -11,13 +12,16 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
 
 	"dcroll/distrib"
 	"dcroll/spec"
 	"dcroll/znodes"
 )
 
-var storeFlag = &cli.StringFlag{Name: "store", Value: "/var/lib/dcroll/origin", EnvVars: []string{"DCROLL_STORE"}, Usage: "the origin's content-addressed store `DIR` (shared by blob publish and origin)"}
+func storeFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "store", Value: "/var/lib/dcroll/origin", EnvVars: []string{"DCROLL_STORE"}, Usage: "the origin's content-addressed store `DIR` (shared by blob publish and origin)"}
+}
 
 func blobCommand() *cli.Command {
 	return &cli.Command{
@@ -28,6 +32,10 @@ build machine, 'dcroll blob publish' imports files into the origin's store
 (--store, a hard link when on the same filesystem) and records /dc/blobs/<hex>
 (size, BitTorrent metainfo, web seed URL). 'dcroll origin', running on the
 same machine with the same --store, seeds every published blob it holds.
+Before recording anything, publish checks that the origin at --origin serves
+every blob (HEAD /blobs/<hex>): a --store the origin does not serve fails
+with nothing recorded. With --spec, the spec and its SERVICE names are
+checked before anything is imported.
 
 From built files to a pushed spec, two commands:
    dcroll blob publish --origin http://build1:7070 --spec nightly.yaml db=out/db.tar.gz api=out/api.tar.gz
@@ -39,26 +47,30 @@ From built files to a pushed spec, two commands:
 				Usage:     "import files into the origin store and publish them; prints their ids",
 				ArgsUsage: "FILE... | --spec SPEC SERVICE=FILE...",
 				Flags: []cli.Flag{
-					storeFlag,
-					&cli.StringFlag{Name: "origin", EnvVars: []string{"DCROLL_ORIGIN"}, Required: true, Usage: "the origin's HTTP `URL` (web seed and tracker), as agents reach it"},
-					&cli.Int64Flag{Name: "piece-length", Usage: "BitTorrent piece length in bytes (default: 4 MiB, larger for huge blobs)"},
+					storeFlag(),
+					&cli.StringFlag{Name: "origin", EnvVars: []string{"DCROLL_ORIGIN"}, Required: true, Usage: "the origin's HTTP `URL` (web seed and tracker), as agents reach it, e.g. http://10.0.0.1:7070"},
+					&cli.Int64Flag{Name: "piece-length", Usage: "BitTorrent piece length in bytes (default: 256 KiB, larger for huge blobs)"},
 					&cli.StringSliceFlag{Name: "tracker", Usage: "announce `URL` (repeat; default ORIGIN/announce; add coordinators' http://HOST:7080/announce for trackers that survive the origin)"},
 					&cli.StringFlag{Name: "spec", Usage: "write the ids into `SPEC.yaml`: arguments are SERVICE=FILE"},
-					jsonFlag,
+					jsonFlag(),
 				},
 				Action: func(c *cli.Context) error {
 					if err := needArgs(c, 1, -1, "one or more files"); err != nil {
 						return err
 					}
+					origin, err := checkURLFlag("origin", c.String("origin"))
+					if err != nil {
+						return err
+					}
+					for _, tr := range c.StringSlice("tracker") {
+						if _, err := checkURLFlag("tracker", tr); err != nil {
+							return err
+						}
+					}
 					files, services := c.Args().Slice(), []string(nil)
-					if c.String("spec") != "" {
-						files = nil
-						for _, a := range c.Args().Slice() {
-							svc, file, ok := strings.Cut(a, "=")
-							if !ok {
-								return usageError{msg: fmt.Sprintf("blob publish --spec: %q: want SERVICE=FILE", a)}
-							}
-							services, files = append(services, svc), append(files, file)
+					if f := c.String("spec"); f != "" {
+						if files, services, err = specArgs(f, c.Args().Slice()); err != nil {
+							return err
 						}
 					}
 					st, err := distrib.OpenStore(c.String("store"))
@@ -66,7 +78,7 @@ From built files to a pushed spec, two commands:
 						return fmt.Errorf("open store: %w", err)
 					}
 					return withConn(c, func(conn *znodes.Conn) error {
-						blobs, err := distrib.Publish(c.Context, conn, st, files, distrib.PublishOptions{OriginURL: strings.TrimRight(c.String("origin"), "/"), Trackers: c.StringSlice("tracker"), PieceLength: c.Int64("piece-length")})
+						blobs, err := distrib.Publish(c.Context, conn, st, files, distrib.PublishOptions{OriginURL: origin, Trackers: c.StringSlice("tracker"), PieceLength: c.Int64("piece-length")})
 						if err != nil {
 							return err
 						}
@@ -92,7 +104,7 @@ From built files to a pushed spec, two commands:
 			{
 				Name:  "list",
 				Usage: "list published blobs",
-				Flags: []cli.Flag{jsonFlag},
+				Flags: []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
 					return withConn(c, func(conn *znodes.Conn) error {
 						names, _, err := conn.ZK().Children(conn.Paths().Blobs())
@@ -195,11 +207,11 @@ verifying it, serves GET /blobs/<hex> (BEP 19 web seed, the fallback when the
 swarm stalls) and the tracker at /announce: peers of the same rack first, then
 a few of the same data center, with the racks read from /dc/agents.`,
 		Flags: []cli.Flag{
-			storeFlag,
+			storeFlag(),
 			&cli.StringFlag{Name: "listen", Value: "0.0.0.0:6881", EnvVars: []string{"DCROLL_ORIGIN_LISTEN"}, Usage: "BitTorrent `ADDR` (use the data-center IP: peers are told it)"},
 			&cli.StringFlag{Name: "http", Value: "0.0.0.0:7070", EnvVars: []string{"DCROLL_ORIGIN_HTTP"}, Usage: "web seed and tracker `ADDR`"},
 			&cli.BoolFlag{Name: "random-peers", Usage: "turn rack ordering off (for comparisons)"},
-			sessionTimeoutFlag,
+			sessionTimeoutFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			st, err := distrib.OpenStore(c.String("store"))
@@ -219,6 +231,62 @@ a few of the same data center, with the racks read from /dc/agents.`,
 			return o.Run(c.Context)
 		},
 	}
+}
+
+// checkURLFlag refuses a --origin or --tracker that is not an http(s) URL
+// with a host (agents would get a tracker or web seed they cannot use) and
+// returns it without a trailing slash.
+func checkURLFlag(flag, v string) (string, error) {
+	u, err := url.Parse(v)
+	if err == nil && u.Host != "" && u.Scheme != "http" && u.Scheme != "https" {
+		return "", usageError{msg: fmt.Sprintf("--%s %q: write an http or https URL, e.g. http://%s%s", flag, v, u.Host, u.Path)}
+	}
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" {
+		return "", usageError{msg: fmt.Sprintf("--%s %q: write a URL with a scheme, e.g. http://%s", flag, v, strings.TrimPrefix(v, "//"))}
+	}
+	if u.Host == "" {
+		return "", usageError{msg: fmt.Sprintf("--%s %q: write a URL with a scheme and a host, e.g. http://127.0.0.1:7070", flag, v)}
+	}
+	return strings.TrimRight(v, "/"), nil
+}
+
+// specArgs checks SERVICE=FILE arguments against the spec file before
+// anything is published: the spec must take new artifacts for these
+// services (SetArtifacts on placeholder ids, the same check the rewrite
+// does afterwards), each service must be in it, at most once.
+func specArgs(specFile string, args []string) (files, services []string, err error) {
+	data, err := os.ReadFile(specFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("blob publish --spec: %w", err)
+	}
+	var doc struct {
+		Services map[string]yaml.Node `yaml:"services"`
+	}
+	_ = yaml.Unmarshal(data, &doc) // a malformed spec is reported by SetArtifacts below
+	known := make([]string, 0, len(doc.Services))
+	for name := range doc.Services {
+		known = append(known, name)
+	}
+	sort.Strings(known)
+	placeholders := map[string]string{}
+	for _, a := range args {
+		svc, file, ok := strings.Cut(a, "=")
+		if !ok || svc == "" || file == "" {
+			return nil, nil, usageError{msg: fmt.Sprintf("blob publish --spec: %q: want SERVICE=FILE", a)}
+		}
+		if _, dup := placeholders[svc]; dup {
+			return nil, nil, usageError{msg: fmt.Sprintf("blob publish --spec %s: service %q given twice", specFile, svc)}
+		}
+		if _, ok := doc.Services[svc]; !ok && len(known) > 0 {
+			return nil, nil, usageError{msg: fmt.Sprintf("blob publish --spec %s: unknown service %q (%s)", specFile, svc, spec.Suggest(svc, known, "services"))}
+		}
+		placeholders[svc] = "sha256:" + strings.Repeat("0", 64)
+		services, files = append(services, svc), append(files, file)
+	}
+	if _, err := spec.SetArtifacts(specFile, data, placeholders); err != nil {
+		return nil, nil, err
+	}
+	return files, services, nil
 }
 
 // rewriteSpec sets the artifact ids of a spec file in place (atomically).

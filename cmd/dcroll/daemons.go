@@ -22,7 +22,9 @@ func daemonConn(c *cli.Context) (*znodes.Conn, error) {
 	})
 }
 
-var sessionTimeoutFlag = &cli.DurationFlag{Name: "session-timeout", Value: 10 * time.Second, EnvVars: []string{"DCROLL_SESSION_TIMEOUT"}, Usage: "ZooKeeper session timeout: how long a dead process keeps its ephemeral nodes"}
+func sessionTimeoutFlag() *cli.DurationFlag {
+	return &cli.DurationFlag{Name: "session-timeout", Value: 10 * time.Second, EnvVars: []string{"DCROLL_SESSION_TIMEOUT"}, Usage: "ZooKeeper session timeout: how long a dead process keeps its ephemeral nodes"}
+}
 
 func coordinatorCommand() *cli.Command {
 	return &cli.Command{
@@ -31,19 +33,21 @@ func coordinatorCommand() *cli.Command {
 		Description: `Run one or more anywhere: they elect a leader through ZooKeeper. The leader
 marks a service's deploy entry done once every machine runs the new version
 (agents do it too; the write happens exactly once). Every instance serves the
-web dashboard at /, the status API at /api/status and Prometheus metrics at
-/metrics, read from znode state.
+web dashboard at /, the status API at /api/status, Prometheus metrics at
+/metrics (read from znode state, plus dcroll_coordinator_leader, build info
+and the Go and process collectors) and /healthz (200 while its ZooKeeper
+session is connected, 503 with the reason otherwise).
 
 The leader also halts the active entry of a service that has no member at all
 (no machine ever registered it, or all were removed) for --no-members-after,
 so a spec naming a service nobody runs does not block the queue silently:
    dcroll coordinator --no-members-after 30m`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "http", Value: "127.0.0.1:7080", EnvVars: []string{"DCROLL_COORDINATOR_HTTP"}, Usage: "dashboard and metrics `ADDR`"},
+			&cli.StringFlag{Name: "http", Value: "127.0.0.1:7080", EnvVars: []string{"DCROLL_COORDINATOR_HTTP"}, Usage: "dashboard, metrics and /healthz `ADDR`"},
 			&cli.StringFlag{Name: "id", Usage: "candidate id in the election (default host:pid)"},
 			&cli.BoolFlag{Name: "tracker", Value: true, Usage: "also serve the rack-aware BitTorrent tracker at /announce (publish with --tracker http://THIS/announce)"},
 			&cli.DurationFlag{Name: "no-members-after", Value: coordinator.DefaultNoMembersAfter, EnvVars: []string{"DCROLL_NO_MEMBERS_AFTER"}, Usage: "halt the active entry of a service no machine has registered for this `DURATION` (0: never)"},
-			sessionTimeoutFlag,
+			sessionTimeoutFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.Duration("no-members-after") < 0 {

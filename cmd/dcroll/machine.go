@@ -1,9 +1,7 @@
 package main
 
 import (
-	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,7 +13,9 @@ import (
 	"dcroll/znodes"
 )
 
-var serviceFlag = &cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "only this `SERVICE`"}
+func serviceFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "only this `SERVICE`"}
+}
 
 func machineCommand() *cli.Command {
 	return &cli.Command{
@@ -44,7 +44,7 @@ the one it last reported), when it joined and when it was last seen.
 Examples:
    dcroll machine list
    dcroll machine list --service store --json`,
-				Flags: []cli.Flag{serviceFlag, jsonFlag},
+				Flags: []cli.Flag{serviceFlag(), jsonFlag()},
 				Action: func(c *cli.Context) error {
 					if err := needArgs(c, 0, 0, "no arguments"); err != nil {
 						return err
@@ -84,14 +84,14 @@ register the machine again): stop the agent first, or --force.
 Examples:
    dcroll machine remove m5
    dcroll machine remove m5 --service store`,
-				Flags: []cli.Flag{serviceFlag,
+				Flags: []cli.Flag{serviceFlag(),
 					&cli.BoolFlag{Name: "force", Usage: "remove the records although the machine's agent is registered now"},
-					jsonFlag},
+					jsonFlag()},
 				Action: func(c *cli.Context) error {
-					machine, err := oneArgThenFlags(c, "one machine")
-					if err != nil {
+					if err := needArgs(c, 1, 1, "one machine"); err != nil {
 						return err
 					}
+					machine := c.Args().First()
 					return withConn(c, func(conn *znodes.Conn) error {
 						res, err := coordinator.RemoveMachine(conn, machine, coordinator.RemoveOptions{Service: c.String("service"), Force: c.Bool("force")})
 						if err != nil {
@@ -122,12 +122,12 @@ Examples:
    dcroll machine clear m2 --service store && dcroll machine remove m2`,
 				Flags: []cli.Flag{&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "the `SERVICE` of the step (required)"},
 					&cli.BoolFlag{Name: "force", Usage: "clear the step although the machine's agent is registered now"},
-					jsonFlag},
+					jsonFlag()},
 				Action: func(c *cli.Context) error {
-					machine, err := oneArgThenFlags(c, "one machine")
-					if err != nil {
+					if err := needArgs(c, 1, 1, "one machine"); err != nil {
 						return err
 					}
+					machine := c.Args().First()
 					if c.String("service") == "" {
 						return usageError{msg: fmt.Sprintf("%s: --service is required: a step belongs to one service (see %s --help)", c.Command.HelpName, c.Command.HelpName)}
 					}
@@ -168,7 +168,7 @@ Examples:
 			{
 				Name:  "list",
 				Usage: "list the recorded bad builds, oldest first",
-				Flags: []cli.Flag{jsonFlag},
+				Flags: []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
 					if err := needArgs(c, 0, 0, "no arguments"); err != nil {
 						return err
@@ -197,36 +197,6 @@ Examples:
 			},
 		},
 	}
-}
-
-// oneArgThenFlags returns the command's one argument and parses the flags
-// that follow it (dcroll machine clear m2 --service store): urfave/cli
-// stops parsing flags at the first argument.
-func oneArgThenFlags(c *cli.Context, what string) (string, error) {
-	args := c.Args().Slice()
-	if len(args) == 0 {
-		return "", needArgs(c, 1, 1, what)
-	}
-	fs := flag.NewFlagSet(c.Command.HelpName, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	for _, f := range c.Command.Flags {
-		if err := f.Apply(fs); err != nil {
-			return "", err
-		}
-	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return "", usageError{msg: fmt.Sprintf("%s: %v (see %s --help)", c.Command.HelpName, err, c.Command.HelpName)}
-	}
-	if fs.NArg() > 0 {
-		return "", usageError{msg: fmt.Sprintf("%s: expected %s, got %s (see %s --help)", c.Command.HelpName, what, strings.Join(args, " "), c.Command.HelpName)}
-	}
-	var err error
-	fs.Visit(func(f *flag.Flag) {
-		if e := c.Set(f.Name, f.Value.String()); e != nil && err == nil {
-			err = usageError{msg: fmt.Sprintf("%s: --%s: %v", c.Command.HelpName, f.Name, e)}
-		}
-	})
-	return args[0], err
 }
 
 // when formats a time for tables ("-" when unknown).

@@ -8,13 +8,27 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"dcroll/internal/buildinfo"
 )
 
+// version and commit may be set at link time (-ldflags "-X main.version=v1.4.0
+// -X main.commit=3f2a9c1"); by default they come from the Go build
+// information (see internal/buildinfo, which dcroll_build_info reads too).
+var version, commit string
+
 func main() {
+	if version != "" {
+		buildinfo.Version = version
+	}
+	if commit != "" {
+		buildinfo.Commit = commit
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := NewApp(os.Stdout, os.Stderr).RunContext(ctx, os.Args); err != nil {
+	if err := Run(ctx, os.Stdout, os.Stderr, os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "dcroll: %v\n", oneLine(err))
+		stop()
 		os.Exit(exitCode(err))
 	}
 }

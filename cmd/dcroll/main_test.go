@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -26,10 +25,12 @@ import (
 // exit status main would use.
 func run(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errb bytes.Buffer
+	// Locked: the ZooKeeper library's goroutines may still log a line
+	// after its connection was closed and Run returned.
+	var out, errb lockedBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := NewApp(&out, &errb).RunContext(ctx, append([]string{"dcroll"}, args...))
+	err := Run(ctx, &out, &errb, append([]string{"dcroll"}, args...))
 	if err != nil {
 		return out.String(), oneLine(err), exitCode(err)
 	}

@@ -46,8 +46,8 @@ Examples:
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"},
 				&cli.BoolFlag{Name: "supersede", Usage: "replace an unfinished rollout's queue"},
-				forceFlag,
-				jsonFlag,
+				forceFlag(),
+				jsonFlag(),
 			},
 			Action: func(c *cli.Context) error {
 				if err := needArgs(c, 1, 1, "one spec file"); err != nil {
@@ -78,7 +78,7 @@ Examples:
    dcroll rollback              # HEAD back to the previous spec
    dcroll rollback 3f2a9c       # to a spec of dcroll history
    dcroll rollback --force 3f2a9c`,
-			Flags: []cli.Flag{jsonFlag, &cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"}, forceFlag},
+			Flags: []cli.Flag{jsonFlag(), &cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"}, forceFlag()},
 			Action: func(c *cli.Context) error {
 				if err := needArgs(c, 0, 1, "at most one spec id"); err != nil {
 					return err
@@ -91,7 +91,7 @@ Examples:
 		{
 			Name:  "history",
 			Usage: "list every HEAD move (push and rollback), oldest first",
-			Flags: []cli.Flag{jsonFlag},
+			Flags: []cli.Flag{jsonFlag()},
 			Action: func(c *cli.Context) error {
 				return withConn(c, func(conn *znodes.Conn) error {
 					h, err := coordinator.History(conn)
@@ -132,7 +132,7 @@ Examples:
 					Name:      "validate",
 					Usage:     "check spec files offline and print their ids and deploy order",
 					ArgsUsage: "SPEC.yaml...",
-					Flags:     []cli.Flag{jsonFlag},
+					Flags:     []cli.Flag{jsonFlag()},
 					Action: func(c *cli.Context) error {
 						if err := needArgs(c, 1, -1, "one or more spec files"); err != nil {
 							return err
@@ -167,7 +167,7 @@ Examples:
 					Name:      "show",
 					Usage:     "print a stored spec (HEAD when no id is given)",
 					ArgsUsage: "[SPEC_ID]",
-					Flags:     []cli.Flag{jsonFlag},
+					Flags:     []cli.Flag{jsonFlag()},
 					Action: func(c *cli.Context) error {
 						if err := needArgs(c, 0, 1, "at most one spec id"); err != nil {
 							return err
@@ -206,7 +206,9 @@ Examples:
 	}
 }
 
-var forceFlag = &cli.BoolFlag{Name: "force", Usage: "push past builds that halted a rollout (dcroll bad list), deleting their records; a halted service pushed again with the same build is not kept halted"}
+func forceFlag() *cli.BoolFlag {
+	return &cli.BoolFlag{Name: "force", Usage: "push past builds that halted a rollout (dcroll bad list), deleting their records; a halted service pushed again with the same build is not kept halted"}
+}
 
 // movePointer runs a push or rollback and prints its result.
 func movePointer(c *cli.Context, move func(*znodes.Conn) (*coordinator.PushResult, error)) error {

@@ -36,7 +36,7 @@ Examples:
    dcroll status --watch
    dcroll status --json | jq '.services[] | {service, members}'`,
 			Flags: []cli.Flag{
-				jsonFlag,
+				jsonFlag(),
 				&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "redraw until the rollout is finished"},
 				&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "redraw period with --watch"},
 			},
@@ -86,7 +86,7 @@ Examples:
 		{
 			Name:  "resume",
 			Usage: "lift a pause and retry a halted rollout",
-			Flags: []cli.Flag{jsonFlag},
+			Flags: []cli.Flag{jsonFlag()},
 			Action: func(c *cli.Context) error {
 				return withConn(c, func(conn *znodes.Conn) error {
 					res, err := coordinator.Resume(conn, "")
