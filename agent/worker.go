@@ -304,8 +304,11 @@ func (w *worker) boot(ctx context.Context) {
 	cur, prev, inflight := w.st.Current, w.st.Previous, w.st.InFlight
 	w.mu.Unlock()
 	if cur == nil {
-		if inflight != nil {
-			w.commitOrLog(func(st *State) { st.InFlight = nil }) // an interrupted removal: already stopped
+		if inflight != nil { // an interrupted removal: already stopped
+			if err := w.commit(func(st *State) { st.InFlight = nil }); err != nil {
+				w.setPhase(znodes.StateFailed, "cannot record the end of the interrupted removal: "+err.Error())
+				return
+			}
 		}
 		w.log.Info("no local version; waiting for ZooKeeper to say what to run")
 		return
@@ -333,20 +336,29 @@ func (w *worker) boot(ctx context.Context) {
 		bad := &znodes.BadBuild{Key: znodes.BadKey(cur.Build, ""), Service: w.service, Version: cur.Version, Build: cur.Build,
 			Kind: StepUpgrade, SpecID: cur.SpecID, Reason: reason, Machine: w.rt.cfg.Machine, Entry: inflight.Entry, At: w.rt.now().UTC()}
 		failed := cur
-		w.stopCurrent(ctx)
-		w.commitOrLog(func(st *State) {
+		// The revert is recorded before it begins: without the record a
+		// kill -9 could boot the failed build again. No record, no revert
+		// (the step stays in flight and the machine says why).
+		if cerr := w.commit(func(st *State) {
 			st.Current, st.Previous = prev, failed
 			st.InFlight.Reverting = true
 			if inflight.Entry != "" {
 				st.PendingHalt = &PendingHalt{Entry: inflight.Entry, Reason: reason, Bad: bad}
 			}
-		})
+		}); cerr != nil {
+			w.setPhase(znodes.StateFailed, "interrupted step: cannot record the revert: "+cerr.Error())
+			return
+		}
+		w.stopCurrent(ctx)
 		if err = w.startRelease(ctx, prev, true); err == nil {
 			err = w.waitHealthy(ctx, prev)
 		}
 		cur = prev
 	}
-	w.commitOrLog(func(st *State) { st.InFlight = nil })
+	if cerr := w.commit(func(st *State) { st.InFlight = nil }); cerr != nil {
+		w.setPhase(znodes.StateFailed, "cannot record the end of the interrupted step: "+cerr.Error())
+		return
+	}
 	if err != nil {
 		w.setPhase(znodes.StateStarting, "not healthy: "+err.Error())
 		return
@@ -354,12 +366,6 @@ func (w *worker) boot(ctx context.Context) {
 	w.setHealthy(true)
 	w.setPhase(znodes.StateRunning, "")
 	w.log.Info("boot: step finished", "version", cur.Version)
-}
-
-// commitOrLog is commit where the caller has no better move than to go
-// on: the error is logged (by commit) and the next write retries.
-func (w *worker) commitOrLog(change func(st *State)) {
-	_ = w.commit(change) // logged and counted by commit
 }
 
 func (w *worker) setStepping(on bool) {
