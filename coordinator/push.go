@@ -28,6 +28,8 @@ var (
 	// ErrQuorumTooLarge: a service's quorum exceeds its members: no
 	// machine could ever take a step.
 	ErrQuorumTooLarge = errors.New("quorum larger than the members")
+	// ErrHeadMoved: HEAD is not the one PushOptions.IfHead names.
+	ErrHeadMoved = errors.New("HEAD is not the expected spec")
 )
 
 // refusal is an error whose message is exactly msg and which wraps a sentinel.
@@ -51,6 +53,11 @@ type PushOptions struct {
 	// DryRun computes and returns the plan but writes nothing. It refuses
 	// what a real push would refuse.
 	DryRun bool
+	// IfHead refuses the push (ErrHeadMoved, nothing changed) unless HEAD
+	// is this spec id: a unique prefix of at least 4 hex digits, or "none"
+	// for no HEAD yet. It lets a reviewed plan (dcroll plan) be applied
+	// as planned: the check is on the HEAD the transaction is fenced on.
+	IfHead string
 	// By names who moved HEAD (default user@host).
 	By string
 	// Now is the clock (default time.Now).
@@ -100,6 +107,9 @@ type PushResult struct {
 	SupersededHalts []SupersededHalt `json:"superseded_halts,omitempty"`
 	// Forced are the /dc/bad keys pushed past with Force (and deleted).
 	Forced []string `json:"forced,omitempty"`
+	// Night is the night plan (PlanNight) that dcroll push --dry-run
+	// prints with the result; nil otherwise.
+	Night *NightPlan `json:"night,omitempty"`
 }
 
 // Push makes sp the HEAD spec and queues its rollout, atomically: one
@@ -118,6 +128,9 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 	head, headStat, err := ReadHead(c)
 	if err != nil {
 		return nil, wrap(err)
+	}
+	if err := checkIfHead(head, o); err != nil {
+		return nil, err
 	}
 	res := &PushResult{SpecID: id, Name: sp.Name, DryRun: o.DryRun, Action: o.action}
 	var cur *spec.Spec
@@ -163,18 +176,7 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 	}
 
 	now := o.Now().UTC()
-	specs := map[string]*spec.Spec{}
-	for _, e := range queue {
-		if e.State != znodes.DeployHalted || specs[e.SpecID] != nil {
-			continue
-		}
-		if cur != nil && e.SpecID == head.SpecID {
-			specs[e.SpecID] = cur
-		} else if old, err := LoadSpec(c, e.SpecID); err == nil {
-			specs[e.SpecID] = old
-		} // unknown: sameTarget assumes the same settings (stays halted)
-	}
-	entries, halts, err := newQueue(cur, sp, id, plan, queue, specs, o.Force, now)
+	entries, halts, err := newQueue(cur, sp, id, plan, queue, haltedSpecs(c, head, cur, queue), o.Force, now)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: plan: %w", o.action, spec.ShortID(id), err)
 	}
@@ -245,6 +247,60 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 		}
 	}
 	return res, nil
+}
+
+// haltedSpecs loads the stored specs of the halted entries of queue, by
+// spec id, for newQueue (cur is HEAD's spec, already loaded). A spec that
+// cannot be loaded is left out: sameTarget then assumes the same settings
+// (the entry stays halted).
+func haltedSpecs(c *znodes.Conn, head *znodes.Head, cur *spec.Spec, queue []QueueEntry) map[string]*spec.Spec {
+	specs := map[string]*spec.Spec{}
+	for _, e := range queue {
+		if e.State != znodes.DeployHalted || specs[e.SpecID] != nil {
+			continue
+		}
+		if cur != nil && head != nil && e.SpecID == head.SpecID {
+			specs[e.SpecID] = cur
+		} else if old, err := LoadSpec(c, e.SpecID); err == nil {
+			specs[e.SpecID] = old
+		}
+	}
+	return specs
+}
+
+// checkIfHead refuses when o.IfHead is set and head (nil: none) is not
+// it. HEAD was read with its version, and the transaction checks that
+// version: a HEAD that moves after this check aborts the push.
+func checkIfHead(head *znodes.Head, o PushOptions) error {
+	want := strings.ToLower(strings.TrimPrefix(strings.TrimSpace(o.IfHead), "sha256:"))
+	if want == "" {
+		return nil
+	}
+	got := "none"
+	if head != nil {
+		got = head.SpecID
+	}
+	if err := ValidIfHead(want); err != nil {
+		return fmt.Errorf("%s: %w", o.action, err)
+	}
+	if want == "none" && head == nil || want != "none" && head != nil && strings.HasPrefix(head.SpecID, want) {
+		return nil
+	}
+	return &refusal{err: ErrHeadMoved,
+		msg: fmt.Sprintf("%s: HEAD is %s, not %s: nothing was changed; plan again (dcroll plan SPEC)", o.action, spec.ShortID(got), want)}
+}
+
+// ValidIfHead checks the form of an --if-head value: "none", or at least
+// 4 hex digits of a spec id.
+func ValidIfHead(v string) error {
+	v = strings.ToLower(strings.TrimPrefix(v, "sha256:"))
+	if v == "none" {
+		return nil
+	}
+	if len(v) < 4 || strings.Trim(v, "0123456789abcdef") != "" {
+		return fmt.Errorf("--if-head %q: want at least 4 hex digits of a spec id, or none", v)
+	}
+	return nil
 }
 
 // checkBadBuilds refuses sp if a build of one of its services (alone, or

@@ -8,8 +8,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
+	"dcroll/spec"
 	"dcroll/znodes"
 )
 
@@ -41,6 +44,10 @@ type Config struct {
 	Now func() time.Time
 }
 
+// ProgressDeadlinePrefix starts the reason of an entry halted because its
+// service made no progress for its spec's progress_deadline.
+const ProgressDeadlinePrefix = "no progress for "
+
 // DefaultNoMembersAfter is the default Config.NoMembersAfter.
 const DefaultNoMembersAfter = 10 * time.Minute
 
@@ -50,7 +57,9 @@ const ElectionName = "coordinator"
 // Run serves the dashboard and, while elected leader, advances the deploy
 // queue: it marks the active entry done once its service is complete (every
 // member, absent ones included, runs the target: DeployEntry.CompletedBy),
-// and halts it when the service has had no member for NoMembersAfter. All
+// halts it when the service has had no member for NoMembersAfter, and
+// halts it when the service made no progress for its spec's
+// progress_deadline (see advancer.noProgress). All
 // progress lives in ZooKeeper, so a new leader resumes where the old one
 // stopped; agents advance the queue too, and the versioned write makes each
 // advance happen once.
@@ -133,6 +142,16 @@ type advancer struct {
 	// leader's is involved.
 	emptyNode  string
 	emptySince time.Time
+
+	// The active entry being watched for progress, its last progress
+	// fingerprint and since when it has not changed: like the no-members
+	// deadline, a new leader starts the clock again.
+	progressNode  string
+	progressPrint string
+	progressSince time.Time
+	// spec caches the last spec loaded for a deadline (specs are immutable).
+	spec   *spec.Spec
+	specID string
 }
 
 // run advances the queue every tick until ctx ends.
@@ -163,7 +182,7 @@ func (a *advancer) once() error {
 		}
 		e := Active(q)
 		if e == nil || e.State == znodes.DeployHalted {
-			a.emptyNode = ""
+			a.emptyNode, a.progressNode = "", ""
 			return nil
 		}
 		f, err := a.c.ReadFleet(e.Service)
@@ -176,7 +195,7 @@ func (a *advancer) once() error {
 		}
 		a.emptyNode = ""
 		if len(states) > 0 && !e.CompletedBy(f) {
-			return nil
+			return a.noProgress(*e, states)
 		}
 		ok, err := MarkDone(a.c, *e)
 		if err != nil {
@@ -209,4 +228,94 @@ func (a *advancer) noMembers(e QueueEntry) error {
 	}
 	a.emptyNode = ""
 	return nil
+}
+
+// fingerprint is what counts as progress of entry e: its state, and every
+// member's version, state, health and step record. Any change restarts the
+// progress clock.
+func fingerprint(e QueueEntry, states []znodes.MemberState) string {
+	var b strings.Builder
+	b.WriteString(e.State)
+	for _, s := range states { // sorted by machine
+		b.WriteString("|" + s.Machine + ":")
+		if c := s.Current; c != nil {
+			b.WriteString(c.Version + ":" + c.SpecID + ":" + c.State + ":" + strconv.FormatBool(c.Healthy))
+		} else {
+			b.WriteString("absent")
+		}
+		if s.Down != nil {
+			b.WriteString(":step")
+		}
+	}
+	return b.String()
+}
+
+// noProgress starts, restarts or checks the progress deadline of the active,
+// unfinished entry e whose members are states. The clock restarts whenever
+// the fingerprint changes, and does not run while the rollout may not
+// progress anyway (dcroll pause, the spec's window closed).
+func (a *advancer) noProgress(e QueueEntry, states []znodes.MemberState) error {
+	now := a.now()
+	sp, err := a.loadSpec(e.SpecID)
+	if err != nil {
+		return err
+	}
+	ctl, _, err := ReadControl(a.c)
+	if err != nil {
+		return err
+	}
+	fp := fingerprint(e, states)
+	if a.progressNode != e.Node || a.progressPrint != fp || ctl.Paused || !sp.Window.Open(now) {
+		a.progressNode, a.progressPrint, a.progressSince = e.Node, fp, now
+		return nil
+	}
+	deadline := sp.Services[e.Service].Deadline() // a removal: the default
+	if now.Sub(a.progressSince) < deadline {
+		return nil
+	}
+	reason := fmt.Sprintf("%s%s on %s: %s: see dcroll status; dcroll resume to retry",
+		ProgressDeadlinePrefix, deadline, e.Service, strings.Join(stuck(e, states), ", "))
+	ok, err := Halt(a.c, e, reason, "")
+	if err != nil {
+		return err
+	}
+	if ok {
+		a.log.Warn("halted the rollout: no progress", "service", e.Service, "entry", e.Node, "after", deadline)
+	}
+	a.progressNode = ""
+	return nil
+}
+
+// stuck describes the members of e's service that have not reached its
+// target: "m3 staging", "m5 absent (last seen 1.0.0 at ...)", "m2 runs 1.0.0".
+func stuck(e QueueEntry, states []znodes.MemberState) []string {
+	var out []string
+	for _, s := range states {
+		c := s.Current
+		switch {
+		case !s.Available:
+			out = append(out, s.Machine+" "+s.Why())
+		case e.Kind == znodes.KindRemoved:
+			out = append(out, s.Machine+" still runs "+dash(c.Version))
+		case c.Version != e.Version || c.SpecID != e.SpecID:
+			out = append(out, s.Machine+" runs "+dash(c.Version))
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, "no member moved")
+	}
+	return out
+}
+
+// loadSpec returns the stored spec id, from the cache when it is the last.
+func (a *advancer) loadSpec(id string) (*spec.Spec, error) {
+	if a.spec != nil && a.specID == id {
+		return a.spec, nil
+	}
+	sp, err := LoadSpec(a.c, id)
+	if err != nil {
+		return nil, err
+	}
+	a.spec, a.specID = sp, id
+	return sp, nil
 }

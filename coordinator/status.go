@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -219,4 +220,71 @@ func children(c *znodes.Conn, path string) ([]string, error) {
 		return nil, fmt.Errorf("list %s: %w", path, err)
 	}
 	return names, nil
+}
+
+// History outcomes in HistoryLine.Outcome.
+const (
+	OutcomeDone       = "done"
+	OutcomeHalted     = "halted"
+	OutcomeSuperseded = "superseded"
+	OutcomeRolledBack = "rolled back"
+	OutcomeInProgress = "in progress"
+)
+
+// HistoryLine is one HEAD move with how its rollout ended.
+type HistoryLine struct {
+	znodes.HistoryEntry
+	// Outcome is done, halted, superseded, rolled back or in progress.
+	Outcome string `json:"outcome"`
+	// OutcomeService is the halted service when Outcome is halted.
+	OutcomeService string `json:"outcome_service,omitempty"`
+}
+
+// HistoryOutcomes derives, at read time, how each move of h (oldest first)
+// ended, from the move after it and, for the latest, from the deploy queue
+// q (nothing records outcomes, so history written by any dcroll has them):
+//
+//   - the move after it is a rollback: rolled back (finished or not);
+//   - the move after it superseded halted entries: halted, with the service;
+//   - the move after it superseded an unfinished rollout: superseded;
+//   - otherwise done; the latest move is done when the queue is, halted
+//     when its active entry is, else in progress.
+func HistoryOutcomes(h []znodes.HistoryEntry, q []QueueEntry) []HistoryLine {
+	out := make([]HistoryLine, len(h))
+	for i, e := range h {
+		l := HistoryLine{HistoryEntry: e, Outcome: OutcomeDone}
+		if i+1 < len(h) {
+			next := h[i+1]
+			switch {
+			case next.Action == znodes.ActionRollback:
+				l.Outcome = OutcomeRolledBack
+			case len(next.SupersededHalts) > 0:
+				l.Outcome = OutcomeHalted
+				l.OutcomeService, _, _ = strings.Cut(next.SupersededHalts[0], " ") // "store 3.0.0: halted ..."
+			case next.Superseded:
+				l.Outcome = OutcomeSuperseded
+			}
+		} else if a := Active(q); a != nil {
+			l.Outcome = OutcomeInProgress
+			if a.State == znodes.DeployHalted {
+				l.Outcome, l.OutcomeService = OutcomeHalted, a.Service
+			}
+		}
+		out[i] = l
+	}
+	return out
+}
+
+// ReadHistory returns every HEAD move, oldest first, with its outcome
+// (see HistoryOutcomes).
+func ReadHistory(c *znodes.Conn) ([]HistoryLine, error) {
+	h, err := History(c)
+	if err != nil {
+		return nil, err
+	}
+	q, err := ReadQueue(c)
+	if err != nil {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	return HistoryOutcomes(h, q), nil
 }

@@ -244,7 +244,7 @@ func (d *decoder) duration(n *yaml.Node, path string) Duration {
 var (
 	topFields     = []string{"schema", "name", "window", "services"}
 	windowFields  = []string{"start", "end", "timezone"}
-	serviceFields = []string{"version", "artifact", "data", "run", "health", "quorum", "max_parallel", "settings", "reload_signal", "depends_on"}
+	serviceFields = []string{"version", "artifact", "data", "run", "health", "quorum", "max_parallel", "settings", "reload_signal", "depends_on", "progress_deadline"}
 	healthFields  = []string{"http", "tcp", "command", "timeout", "min_healthy", "deadline"}
 )
 
@@ -360,6 +360,8 @@ func (d *decoder) service(n *yaml.Node, path string) *Service {
 			}
 		case "depends_on":
 			svc.DependsOn = d.strList(v, p, `["db"]`)
+		case "progress_deadline":
+			svc.ProgressDeadline = d.duration(v, p)
 		}
 	})
 	return svc

@@ -24,6 +24,8 @@ const (
 	DefaultQuorum           = 1 // machines; applied by Parse only when quorum is absent
 	DefaultReloadSignal     = "SIGHUP"
 	DefaultTimezone         = "UTC"
+	// DefaultProgressDeadline is Service.ProgressDeadline when absent.
+	DefaultProgressDeadline = 30 * time.Minute
 )
 
 // Spec is one staging spec: everything the machines should run next.
@@ -98,6 +100,22 @@ type Service struct {
 	// DependsOn names services that must be rolled out before this one.
 	// It is a set: the canonical form sorts it.
 	DependsOn []string `yaml:"depends_on,omitempty" json:"depends_on,omitempty"`
+	// ProgressDeadline is how long the service's active deploy entry may
+	// go without progress (no member changing version, state or health,
+	// no step record appearing or disappearing) before the elected
+	// coordinator halts it; positive, default 30m. The zero value means
+	// the default, and the canonical form omits the default, so specs
+	// written before this field keep their ids: read it with
+	// [Service.Deadline].
+	ProgressDeadline Duration `yaml:"progress_deadline,omitempty" json:"progress_deadline,omitzero"`
+}
+
+// Deadline returns ProgressDeadline, or DefaultProgressDeadline when unset.
+func (s *Service) Deadline() time.Duration {
+	if s == nil || s.ProgressDeadline.Duration == 0 {
+		return DefaultProgressDeadline
+	}
+	return s.ProgressDeadline.Duration
 }
 
 // Health is a health check: exactly one of HTTP, TCP or Command.
@@ -268,7 +286,10 @@ func decodeQuorum(n *yaml.Node) (Quorum, error) {
 }
 
 // ApplyDefaults fills zero-valued fields with their defaults: MaxParallel,
-// ReloadSignal, Health durations and Window.Timezone. It also normalizes:
+// ReloadSignal, Health durations and Window.Timezone. ProgressDeadline is
+// the exception: it stays zero for the default (an explicit 30m becomes
+// zero), so that adding the field changed no spec id; [Service.Deadline]
+// applies it. It also normalizes:
 // DependsOn is sorted, empty slices and maps become nil. Quorum is left
 // alone (its zero value, 0, is meaningful); Parse defaults it when absent.
 func (s *Spec) ApplyDefaults() {
@@ -304,6 +325,9 @@ func (s *Spec) ApplyDefaults() {
 		}
 		if len(svc.Settings) == 0 {
 			svc.Settings = nil
+		}
+		if svc.ProgressDeadline.Duration == DefaultProgressDeadline {
+			svc.ProgressDeadline.Duration = 0 // the default: one canonical form
 		}
 		if len(svc.DependsOn) == 0 {
 			svc.DependsOn = nil

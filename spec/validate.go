@@ -240,6 +240,9 @@ func (v *validator) service(s *Spec, name string) {
 	case q.Count < 0:
 		v.add(p, "", nil, "%d: must be 0 or more machines", q.Count)
 	}
+	if svc.ProgressDeadline.Duration < 0 {
+		v.add(path+".progress_deadline", "", nil, "%s must be positive (omit the field for the default, %s)", svc.ProgressDeadline, DefaultProgressDeadline)
+	}
 	if svc.MaxParallel < 1 {
 		v.add(path+".max_parallel", "", nil, "must be at least 1, got %d", svc.MaxParallel)
 	}

@@ -44,6 +44,10 @@ func exitCode(err error) int {
 	if errors.As(err, &u) {
 		return 2
 	}
+	var st exitStatus // a command's own status (dcroll plan)
+	if errors.As(err, &st) {
+		return st.code
+	}
 	return 1
 }
 
@@ -166,6 +170,7 @@ func setUsageErrors(cmds []*cli.Command, h cli.OnUsageErrorFunc) {
 func commands() []*cli.Command {
 	var cmds []*cli.Command
 	cmds = append(cmds, specCommands()...)
+	cmds = append(cmds, planCommand())
 	cmds = append(cmds, statusCommands()...)
 	cmds = append(cmds, agentCommand(), blobCommand(), originCommand(), coordinatorCommand())
 	cmds = append(cmds, machineCommand(), badCommand())

@@ -181,7 +181,7 @@ func (a *App) argCandidates(ctx context.Context, path []*cli.Command, nargs int,
 		names = append(names, c.Name)
 	}
 	switch strings.Join(names, " ") {
-	case "push":
+	case "push", "plan":
 		return nil, nargs == 0
 	case "spec validate", "blob publish":
 		return nil, true

@@ -27,7 +27,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := Run(ctx, os.Stdout, os.Stderr, os.Args); err != nil {
-		fmt.Fprintf(os.Stderr, "dcroll: %v\n", oneLine(err))
+		if _, quiet := err.(exitStatus); !quiet { // a status, not a failure: already reported
+			fmt.Fprintf(os.Stderr, "dcroll: %v\n", oneLine(err))
+		}
 		stop()
 		os.Exit(exitCode(err))
 	}

@@ -36,16 +36,22 @@ A push is also refused (and --dry-run says so) when:
     build, or --force to try that build again (its bad record is deleted and
     the history entry names it);
   - a service's quorum is larger than its members (dcroll machine list):
-    lower the quorum, or add machines.
+    lower the quorum, or add machines;
+  - --if-head ID is given and HEAD is not ID ("none": no HEAD yet).
+
+--dry-run prints the night plan of dcroll plan (batches, timing, warnings),
+then what the push would write.
 
 Examples:
    dcroll push --dry-run nightly.yaml   # print the plan, write nothing
    dcroll push nightly.yaml
+   dcroll push --if-head 3f2a9c nightly.yaml   # only if HEAD is still 3f2a9c (see dcroll plan)
    dcroll push --supersede hotfix.yaml  # replace the unfinished rollout
    dcroll push --supersede --force nightly.yaml   # retry a build that halted`,
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"},
 				&cli.BoolFlag{Name: "supersede", Usage: "replace an unfinished rollout's queue"},
+				&cli.StringFlag{Name: "if-head", Usage: "refuse unless HEAD is `ID` (4+ hex digits, or none): apply a reviewed dcroll plan"},
 				forceFlag(),
 				jsonFlag(),
 			},
@@ -53,12 +59,30 @@ Examples:
 				if err := needArgs(c, 1, 1, "one spec file"); err != nil {
 					return err
 				}
+				if h := c.String("if-head"); h != "" {
+					if err := coordinator.ValidIfHead(h); err != nil {
+						return usagef(c.Command.HelpName, "%v", err)
+					}
+				}
 				sp, err := spec.Load(c.Args().First())
 				if err != nil {
 					return err
 				}
 				return movePointer(c, func(conn *znodes.Conn) (*coordinator.PushResult, error) {
-					return coordinator.Push(c.Context, conn, sp, coordinator.PushOptions{DryRun: c.Bool("dry-run"), Supersede: c.Bool("supersede"), Force: c.Bool("force")})
+					var night *coordinator.NightPlan
+					if c.Bool("dry-run") {
+						if night, err = coordinator.PlanNight(c.Context, conn, sp, time.Now()); err != nil {
+							return nil, err
+						}
+						if !c.Bool("json") {
+							printDryRunPlan(c.App.Writer, night)
+						}
+					}
+					res, err := coordinator.Push(c.Context, conn, sp, coordinator.PushOptions{DryRun: c.Bool("dry-run"), Supersede: c.Bool("supersede"), Force: c.Bool("force"), IfHead: c.String("if-head")})
+					if res != nil {
+						res.Night = night
+					}
+					return res, err
 				})
 			},
 		},
@@ -90,37 +114,18 @@ Examples:
 		},
 		{
 			Name:  "history",
-			Usage: "list every HEAD move (push and rollback), oldest first",
+			Usage: "list every HEAD move (push and rollback), oldest first, with its outcome",
 			Flags: []cli.Flag{jsonFlag()},
 			Action: func(c *cli.Context) error {
 				return withConn(c, func(conn *znodes.Conn) error {
-					h, err := coordinator.History(conn)
+					h, err := coordinator.ReadHistory(conn)
 					if err != nil {
 						return err
 					}
 					if c.Bool("json") {
-						if h == nil {
-							h = []znodes.HistoryEntry{}
-						}
-						return printJSON(c.App.Writer, h)
+						return printJSON(c.App.Writer, h) // an empty history is "[]"
 					}
-					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "WHEN\tACTION\tFROM\tTO\tNAME\tBY\tSERVICES\tNOTES")
-					for _, e := range h {
-						var notes []string
-						if e.Superseded {
-							notes = append(notes, "superseded an unfinished rollout")
-						}
-						for _, s := range e.SupersededHalts {
-							notes = append(notes, "superseded halted "+s)
-						}
-						if len(e.Forced) > 0 {
-							notes = append(notes, "forced past bad builds "+strings.Join(e.Forced, ","))
-						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Action,
-							dash(spec.ShortID(e.From)), spec.ShortID(e.To), e.Name, e.By, dash(strings.Join(e.Services, ",")), dash(strings.Join(notes, "; ")))
-					}
-					return tw.Flush()
+					return printHistory(c.App.Writer, h)
 				})
 			},
 		},

@@ -1,11 +1,14 @@
 package main
 
 import (
-	"dcroll/internal/units"
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"dcroll/coordinator"
+	"dcroll/internal/units"
 	"dcroll/spec"
 	"dcroll/znodes"
 )
@@ -24,7 +28,17 @@ func statusCommands() []*cli.Command {
 			Usage: "show HEAD, the deploy queue and what runs where",
 			Description: `Reads /dc/head, /dc/deploy, /dc/members, /dc/current, /dc/down, /dc/staging
 and the agents' download progress. --watch redraws every --interval until the
-queue is done (or Ctrl-C): the live view of a rollout.
+queue is done or halted (or Ctrl-C): the live view of a rollout, with the time
+elapsed since HEAD moved. With --json, --watch prints one JSON object (the
+status plus "outcome" and "elapsed") on one line each time something changes.
+
+Exit status with --watch (with or without --json):
+   0    the deploy queue is done (or empty)
+   3    an entry is halted: the halt reason and the next commands are printed
+        (dcroll resume to retry, dcroll rollback SPEC to go back)
+   4    an entry was halted by its service's progress_deadline (no progress)
+   130  interrupted (Ctrl-C, SIGINT; 143 for SIGTERM)
+   1    ZooKeeper or another failure; 2 a usage error
 
 Every member of a service is listed, including absent ones (their agent is
 gone, frozen or cut off): an absent member counts as unavailable and holds its
@@ -42,30 +56,7 @@ Examples:
 			},
 			Action: func(c *cli.Context) error {
 				return withConn(c, func(conn *znodes.Conn) error {
-					for {
-						st, err := coordinator.ReadStatus(conn)
-						if err != nil {
-							return err
-						}
-						if c.Bool("json") {
-							if err := printJSON(c.App.Writer, st); err != nil {
-								return err
-							}
-						} else {
-							if c.Bool("watch") {
-								fmt.Fprint(c.App.Writer, "\033[H\033[2J")
-							}
-							printStatus(c.App.Writer, st)
-						}
-						if !c.Bool("watch") || coordinator.Active(st.Queue) == nil {
-							return nil
-						}
-						select {
-						case <-c.Context.Done():
-							return nil
-						case <-time.After(c.Duration("interval")):
-						}
-					}
+					return runStatus(c.Context, conn, c.App.Writer, statusOptions{JSON: c.Bool("json"), Watch: c.Bool("watch"), Interval: c.Duration("interval")})
 				})
 			},
 		},
@@ -194,4 +185,181 @@ func printYAML(w io.Writer, v any) error {
 	enc.SetIndent(2)
 	defer enc.Close()
 	return enc.Encode(v)
+}
+
+// Exit statuses of dcroll status --watch (see its --help), returned as
+// exitStatus (plan.go): main exits with them and prints nothing more.
+const (
+	exitHalted      = 3
+	exitNoProgress  = 4
+	exitInterrupted = 130 // 128 + SIGINT
+	exitTerminated  = 143 // 128 + SIGTERM
+)
+
+// interrupted is the exitStatus of a watch ended by ctx (a signal).
+func interrupted(ctx context.Context) error {
+	// signal.NotifyContext's cause is "<signal> signal received".
+	if c := context.Cause(ctx); c != nil && strings.HasPrefix(c.Error(), syscall.SIGTERM.String()+" ") {
+		return exitStatus{exitTerminated}
+	}
+	return exitStatus{exitInterrupted}
+}
+
+type statusOptions struct {
+	JSON, Watch bool
+	Interval    time.Duration // between reads with Watch
+}
+
+// Watch outcomes in watchLine.Outcome.
+const (
+	watchRolling    = "rolling"
+	watchDone       = "done"
+	watchHalted     = "halted"
+	watchNoProgress = "no progress"
+)
+
+// watchLine is one line of dcroll status --watch --json.
+type watchLine struct {
+	*coordinator.Status
+	// Outcome is rolling, done, halted or no progress.
+	Outcome string `json:"outcome"`
+	// Elapsed since HEAD moved (Go duration, whole seconds) while rolling.
+	Elapsed string `json:"elapsed,omitempty"`
+}
+
+// outcome says whether the rollout st shows is over, and the exitStatus
+// dcroll status --watch ends with (nil for done).
+func outcome(st *coordinator.Status) (string, error) {
+	e := coordinator.Active(st.Queue)
+	switch {
+	case e == nil:
+		return watchDone, nil
+	case e.State != znodes.DeployHalted:
+		return watchRolling, nil
+	}
+	if strings.HasPrefix(e.Reason, coordinator.ProgressDeadlinePrefix) {
+		return watchNoProgress, exitStatus{exitNoProgress}
+	}
+	return watchHalted, exitStatus{exitHalted}
+}
+
+// haltLine is "store 2.0.0: REASON on m2".
+func haltLine(e coordinator.QueueEntry) string {
+	s := e.Service + " " + dash(e.Version) + ": " + dash(e.Reason)
+	if e.Machine != "" {
+		s += " on " + e.Machine
+	}
+	return s
+}
+
+// elapsed is the time since HEAD moved, in whole seconds ("" without HEAD).
+func elapsed(st *coordinator.Status, now time.Time) time.Duration {
+	if st.Head == nil {
+		return 0
+	}
+	return max(0, now.Sub(st.Head.At)).Round(time.Second)
+}
+
+// runStatus prints the status once or, with Watch, until the rollout's
+// outcome is known (see the exit statuses in dcroll status --help).
+func runStatus(ctx context.Context, conn *znodes.Conn, w io.Writer, o statusOptions) error {
+	var last []byte
+	for {
+		st, err := coordinator.ReadStatus(conn)
+		if err != nil {
+			if ctx.Err() != nil {
+				return interrupted(ctx)
+			}
+			return err
+		}
+		state, end := outcome(st)
+		switch {
+		case o.JSON && o.Watch:
+			l := watchLine{Status: st, Outcome: state}
+			if state == watchRolling && st.Head != nil {
+				l.Elapsed = elapsed(st, time.Now()).String()
+			}
+			// Compare without the elapsed time: a line per change.
+			key, err := json.Marshal(watchLine{Status: st, Outcome: state})
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(key, last) {
+				last = key
+				b, err := json.Marshal(l)
+				if err != nil {
+					return err
+				}
+				if _, err := fmt.Fprintf(w, "%s\n", b); err != nil {
+					return err
+				}
+			}
+		case o.JSON:
+			if err := printJSON(w, st); err != nil {
+				return err
+			}
+		default:
+			if o.Watch {
+				fmt.Fprint(w, "\033[H\033[2J")
+			}
+			printStatus(w, st)
+			if o.Watch {
+				printOutcome(w, st, state)
+			}
+		}
+		if !o.Watch {
+			return nil
+		}
+		if state != watchRolling {
+			return end
+		}
+		select {
+		case <-ctx.Done():
+			return interrupted(ctx)
+		case <-time.After(o.Interval):
+		}
+	}
+}
+
+// printOutcome is the footer of dcroll status --watch: the time the
+// rollout has taken, or how it ended and what to do next.
+func printOutcome(w io.Writer, st *coordinator.Status, state string) {
+	switch state {
+	case watchRolling:
+		if st.Head != nil {
+			fmt.Fprintf(w, "\nRolling for %s (HEAD moved at %s)\n", elapsed(st, time.Now()), st.Head.At.Local().Format(time.DateTime))
+		}
+	case watchDone:
+		fmt.Fprintln(w, "\nDone: the deploy queue is finished.")
+	default:
+		e := coordinator.Active(st.Queue)
+		fmt.Fprintf(w, "\nHALTED: %s\n", haltLine(*e))
+		fmt.Fprintln(w, "Next: dcroll resume (retry it) or dcroll rollback SPEC (move HEAD back; see dcroll history)")
+	}
+}
+
+// printHistory prints history lines as the dcroll history table, with
+// each move's outcome.
+func printHistory(w io.Writer, h []coordinator.HistoryLine) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WHEN\tACTION\tFROM\tTO\tNAME\tBY\tSERVICES\tOUTCOME\tNOTES")
+	for _, e := range h {
+		var notes []string
+		if e.Superseded {
+			notes = append(notes, "superseded an unfinished rollout")
+		}
+		for _, s := range e.SupersededHalts {
+			notes = append(notes, "superseded halted "+s)
+		}
+		if len(e.Forced) > 0 {
+			notes = append(notes, "forced past bad builds "+strings.Join(e.Forced, ","))
+		}
+		out := e.Outcome
+		if e.OutcomeService != "" {
+			out += " (" + e.OutcomeService + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Action,
+			dash(spec.ShortID(e.From)), spec.ShortID(e.To), e.Name, e.By, dash(strings.Join(e.Services, ",")), out, dash(strings.Join(notes, "; ")))
+	}
+	return tw.Flush()
 }
