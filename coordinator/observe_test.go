@@ -124,6 +124,29 @@ func TestElectionNodeIsJSON(t *testing.T) {
 	}
 }
 
+// TestPushJSONEmptyLists: an unchanged push prints plan, entries and queue
+// as [], never null.
+func TestPushJSONEmptyLists(t *testing.T) {
+	c := env(t)
+	sp := mustSpec(t, specYAML("v1", "1", blobA, "1", blobB, "64"))
+	if _, err := Push(context.Background(), c, sp, PushOptions{By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Push(context.Background(), c, sp, PushOptions{By: "test"})
+	if err != nil || !res.Unchanged {
+		t.Fatalf("second push: %+v %v, want unchanged", res, err)
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{`"plan":[]`, `"entries":[]`, `"queue":[]`} {
+		if !strings.Contains(string(b), k) {
+			t.Errorf("unchanged push JSON lacks %s: %s", k, b)
+		}
+	}
+}
+
 // TestPushJSONSnakeCase: push --json names every field in snake_case.
 func TestPushJSONSnakeCase(t *testing.T) {
 	c := env(t)

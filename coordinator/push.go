@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -110,6 +111,23 @@ type PushResult struct {
 	// Night is the night plan (PlanNight) that dcroll push --dry-run
 	// prints with the result; nil otherwise.
 	Night *NightPlan `json:"night,omitempty"`
+}
+
+// MarshalJSON writes empty lists as [] (an unchanged push has no plan,
+// entries or queue), never null.
+func (r PushResult) MarshalJSON() ([]byte, error) {
+	type plain PushResult // no MarshalJSON: no recursion
+	p := plain(r)
+	if p.Plan == nil {
+		p.Plan = []spec.Change{}
+	}
+	if p.Entries == nil {
+		p.Entries = []znodes.DeployEntry{}
+	}
+	if p.Queue == nil {
+		p.Queue = []string{}
+	}
+	return json.Marshal(p)
 }
 
 // Push makes sp the HEAD spec and queues its rollout, atomically: one
