@@ -2,15 +2,12 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/go-zookeeper/zk"
 
 	"dcroll/spec"
 	"dcroll/znodes"
@@ -402,27 +399,12 @@ func planService(c *znodes.Conn, sp *spec.Spec, cur *spec.Spec, e znodes.DeployE
 // badBuildWarnings warns about every build of sp recorded in /dc/bad (the
 // keys push checks).
 func badBuildWarnings(c *znodes.Conn, sp *spec.Spec, warn func(code, svc, format string, a ...any)) error {
-	seen := map[string]bool{}
-	for _, name := range sp.Names() {
-		svc := sp.Services[name]
-		if svc == nil {
-			continue
-		}
-		for _, key := range badKeys(svc) {
-			if seen[key] {
-				continue
-			}
-			seen[key] = true
-			var b znodes.BadBuild
-			_, err := c.GetJSON(c.Paths().Bad(key), &b)
-			if errors.Is(err, zk.ErrNoNode) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("read bad builds: %w", err)
-			}
-			warn(WarnBadBuild, name, "%s; push needs a fixed build, or --force", badLine(name, svc, b))
-		}
+	bad, err := readSpecBad(c, sp)
+	if err != nil {
+		return err
+	}
+	for _, b := range bad {
+		warn(WarnBadBuild, b.service, "%s; push needs a fixed build, or --force", b.line)
 	}
 	return nil
 }

@@ -321,11 +321,18 @@ func ValidIfHead(v string) error {
 	return nil
 }
 
-// checkBadBuilds refuses sp if a build of one of its services (alone, or
-// with the service's settings) is recorded in /dc/bad, unless o.Force:
-// then it returns the versioned deletes of those records and their keys.
-func checkBadBuilds(c *znodes.Conn, sp *spec.Spec, o PushOptions) (ops []any, forced []string, err error) {
-	var lines []string
+// specBad is a bad-build record that names a build of a spec's service.
+type specBad struct {
+	service string
+	line    string // badLine: what halted and when
+	key     string
+	version int32 // znode version of the record
+}
+
+// readSpecBad reads the /dc/bad records of every build of sp (alone, or
+// with the service's settings): the one reader of push, rollback and plan.
+func readSpecBad(c *znodes.Conn, sp *spec.Spec) ([]specBad, error) {
+	var out []specBad
 	seen := map[string]bool{}
 	for _, name := range sp.Names() {
 		svc := sp.Services[name]
@@ -343,12 +350,27 @@ func checkBadBuilds(c *znodes.Conn, sp *spec.Spec, o PushOptions) (ops []any, fo
 				continue
 			}
 			if err != nil {
-				return nil, nil, fmt.Errorf("%s: read bad builds: %w", o.action, err)
+				return nil, fmt.Errorf("read bad builds: %w", err)
 			}
-			lines = append(lines, badLine(name, svc, b))
-			forced = append(forced, key)
-			ops = append(ops, &zk.DeleteRequest{Path: c.Paths().Bad(key), Version: st.Version})
+			out = append(out, specBad{service: name, line: badLine(name, svc, b), key: key, version: st.Version})
 		}
+	}
+	return out, nil
+}
+
+// checkBadBuilds refuses sp if a build of one of its services (alone, or
+// with the service's settings) is recorded in /dc/bad, unless o.Force:
+// then it returns the versioned deletes of those records and their keys.
+func checkBadBuilds(c *znodes.Conn, sp *spec.Spec, o PushOptions) (ops []any, forced []string, err error) {
+	bad, err := readSpecBad(c, sp)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", o.action, err)
+	}
+	var lines []string
+	for _, b := range bad {
+		lines = append(lines, b.line)
+		forced = append(forced, b.key)
+		ops = append(ops, &zk.DeleteRequest{Path: c.Paths().Bad(b.key), Version: b.version})
 	}
 	if len(lines) > 0 && !o.Force {
 		return nil, nil, &refusal{err: ErrBadBuild,
