@@ -161,6 +161,12 @@ services:
 		return strings.Contains(text, "\ndcroll_coordinator_leader 1\n"), nil
 	})
 
+	// The agent observes the step's duration right after it publishes the
+	// step's end: wait for the series rather than race it.
+	zktest.WaitFor(t, 30*time.Second, "the agent's step histogram", func() (bool, error) {
+		_, text := obstest.Get(t, "http://"+agentHTTP+"/metrics")
+		return strings.Contains(text, "dcroll_agent_step_duration_seconds_count"), nil
+	})
 	obstest.Scrape(t, "http://"+coord, obstest.With(map[string]string{"dcroll_coordinator_leader": "gauge"}))
 	obstest.Scrape(t, "http://"+origin, obstest.Common)
 	obstest.Scrape(t, "http://"+agentHTTP, obstest.With(map[string]string{
