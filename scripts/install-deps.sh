@@ -3,7 +3,8 @@
 # the real ZooKeeper server (Debian's zookeeper package, Java 17 is assumed)
 # aria2 (a standard BitTorrent client for the interop test) and promtool
 # (from Debian's prometheus package: the daemons' /metrics are checked with
-# `promtool check metrics`).
+# `promtool check metrics`), Chromium (dashboard tests) and opentracker (a
+# stock BitTorrent tracker, for the benchmark's aria2c mode).
 # Idempotent: it installs only what is missing.
 set -euo pipefail
 need=()
@@ -14,6 +15,11 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # systemd-analyze verifies the unit files in deploy/systemd.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The dashboard is tested in headless Chromium (coordinator/dashboard_test).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# opentracker anchors the distribution benchmark (bench/distrib -modes aria2c)
+# and the stock-swarm interop test.
+command -v opentracker >/dev/null 2>&1 || need+=(opentracker)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -11,6 +11,7 @@
 //	/dc/history/h-<seq>              persistent  HistoryEntry: every HEAD move (push or rollback), superseded halts, forced bad builds
 //	/dc/deploy/d-<seq>               persistent  DeployEntry: the deploy queue, one per service, dependency order, removals last; Build = target build id
 //	/dc/control                      persistent  Control: paused / resumed by an engineer; always present, its version fences spends
+//	/dc/rollout                      persistent  Rollout: the night as the leading coordinator sees it: per service blocked-by and ETA; measured step times (one writer)
 //	/dc/current/<service>/<machine>  ephemeral   Current: what runs where, at which version
 //	/dc/staging/<service>/<guid>s-<seq> ephemeral-sequential StagingEntry: ready to roll, readiness order
 //	/dc/turns/<service>/<guid>t-<seq>   ephemeral-sequential Turn: the turn-taking lock per service

@@ -85,6 +85,15 @@ type DeployEntry struct {
 	// Build is the target build id (spec.Service.BuildID) of the entry's
 	// version; "" for a removal.
 	Build string `json:"build,omitempty"`
+	// The canary phase (spec canary): BakeSince is when every canary was
+	// first seen healthy on the target (written by the leading
+	// coordinator; zero again if one falls out), Promoted when the rest
+	// may step: the bake time passed (PromotedBy "bake") or an operator ran
+	// dcroll promote (PromotedBy user@host).
+	BakeSince  time.Time `json:"bake_since,omitzero"`
+	Promoted   bool      `json:"promoted,omitempty"`
+	PromotedBy string    `json:"promoted_by,omitempty"`
+	PromotedAt time.Time `json:"promoted_at,omitzero"`
 }
 
 // Deploy entry kinds beyond spec's new/upgrade/settings: a service removed
