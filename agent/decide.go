@@ -303,6 +303,9 @@ func Decide(s Snapshot) Decision {
 	if w := gate(s, own, active); w != nil {
 		return *w
 	}
+	if w := canaryHold(s, active, target); w != nil {
+		return *w
+	}
 	if w := windowWait(s, target); w != nil {
 		return *w
 	}
@@ -473,6 +476,41 @@ func gate(s Snapshot, own, active *Entry) *Decision {
 			Reason: fmt.Sprintf("waiting for service %s to finish", active.Service)}
 	}
 	return nil
+}
+
+// canaryHold returns a Wait when the service has a canary phase that is
+// not over (the entry is not promoted) and its canaries are out: as many
+// other members as the canary's machines are done with the entry or
+// mid-step in it. The rest wait for the bake time (the coordinator then
+// promotes the entry) or for dcroll promote. The count is fenced like the
+// quorum: a spend decided on an old count fails on the budget version.
+func canaryHold(s Snapshot, active *Entry, target string) *Decision {
+	c := s.Head.Canary
+	if c == nil || active == nil || active.Promoted {
+		return nil
+	}
+	states := s.Fleet().States()
+	var out []string
+	for _, m := range states {
+		if m.Machine != s.Machine && (active.DoneBy(m) || m.Down != nil && m.Down.Entry == active.Node) {
+			out = append(out, m.Machine)
+		}
+	}
+	if len(out) < min(c.Machines, len(states)) {
+		return nil
+	}
+	var until string
+	switch {
+	case c.Bake.Duration == 0:
+		until = "no bake time: waiting for dcroll promote " + s.Service
+	case active.BakeSince.IsZero():
+		until = fmt.Sprintf("bake %s starts once they are all healthy on %s; dcroll promote %s skips it", c.Bake, target, s.Service)
+	default:
+		until = fmt.Sprintf("baking until %s; dcroll promote %s skips it",
+			active.BakeSince.Add(c.Bake.Duration).UTC().Format("15:04:05 MST"), s.Service)
+	}
+	return &Decision{Action: Wait, Version: target, Entry: active,
+		Reason: fmt.Sprintf("canary: %s step first (%s)", strings.Join(out, ","), until)}
 }
 
 func haltedReason(e *Entry) string {

@@ -170,6 +170,24 @@ func all(mods ...func(*Snapshot)) func(*Snapshot) {
 	}
 }
 
+// canary gives HEAD's service a canary phase.
+func canary(machines int, bake time.Duration) func(*Snapshot) {
+	return func(s *Snapshot) { s.Head.Canary = &spec.Canary{Machines: machines, Bake: spec.Duration{Duration: bake}} }
+}
+
+// doneWith makes machines run v2 from new, healthy: done with the entry.
+func doneWith(ms ...string) func(*Snapshot) {
+	return func(s *Snapshot) {
+		for _, m := range ms {
+			for i := range s.Current {
+				if s.Current[i].Machine == m {
+					s.Current[i].Version, s.Current[i].SpecID = "v2", "new"
+				}
+			}
+		}
+	}
+}
+
 func maxPar(n int) func(*Snapshot) { return func(s *Snapshot) { s.Head.MaxParallel = n } }
 
 type decideRow struct {
@@ -253,6 +271,33 @@ func TestDecide(t *testing.T) {
 			Wait, "v2", "max_parallel 1: 1 other member(s) unavailable: m2 absent (last seen v1 at 2026-11-23 01:30:00)", ""},
 		{"absent member in the other rack blocks: wait", all(absent("m4"), maxPar(2)), Wait, "v2", "one rack at a time: rack r2 has m4 absent", ""},
 		{"stopped peer is unavailable: wait", stopped("m2"), Wait, "v2", "m2 stopped", ""},
+
+		// Canary phase (one canary, bake 10m).
+		{"canary: none out yet: go", canary(1, 10*time.Minute), SpendAndStep, "v2", "upgrade v1 -> v2", ""},
+		{"canary: one mid-step in the entry: wait", all(canary(1, 10*time.Minute), maxPar(2), func(s *Snapshot) {
+			d := down("m2")
+			d.Entry = s.Queue[0].Node
+			s.Down = []znodes.Down{d}
+		}), Wait, "v2", "canary: m2 step first (bake 10m0s starts once they are all healthy on v2; dcroll promote web skips it)", ""},
+		{"canary: one done, baking: wait", all(canary(1, 10*time.Minute), doneWith("m4"), func(s *Snapshot) { s.Queue[0].BakeSince = testNow.Add(-time.Minute) }),
+			Wait, "v2", "canary: m4 step first (baking until 02:39:00 UTC; dcroll promote web skips it)", ""},
+		{"canary: one done, no bake time: wait for promote", all(canary(1, 0), doneWith("m4")),
+			Wait, "v2", "no bake time: waiting for dcroll promote web", ""},
+		{"canary: promoted: go", all(canary(1, 10*time.Minute), doneWith("m4"), func(s *Snapshot) { s.Queue[0].Promoted = true }),
+			SpendAndStep, "v2", "upgrade v1 -> v2", ""},
+		{"canary: two canaries, one done: go", all(canary(2, time.Minute), doneWith("m4")), SpendAndStep, "v2", "upgrade", ""},
+		{"canary: more canaries than members: every member may go", all(canary(9, time.Minute), doneWith("m2", "m3", "m4", "m5")), SpendAndStep, "v2", "upgrade", ""},
+		{"canary: a step record of another entry is no canary", all(canary(1, time.Minute), maxPar(2), func(s *Snapshot) {
+			d := down("m2")
+			d.Entry = "d-0000000000"
+			s.Down = []znodes.Down{d}
+		}), SpendAndStep, "v2", "upgrade", ""},
+		{"canary: settings change holds too", all(settingsChange, canary(1, time.Minute), func(s *Snapshot) {
+			for i := range s.Current {
+				s.Current[i].SpecID = "old"
+			}
+			s.Current[3].SpecID = "new" // only m4 runs the new settings
+		}), Wait, "v2", "canary: m4 step first", ""},
 
 		// Window.
 		{"window open: go", func(s *Snapshot) { s.Window = &spec.Window{Start: "01:00", End: "05:00", Timezone: "UTC"} },

@@ -244,7 +244,8 @@ func (d *decoder) duration(n *yaml.Node, path string) Duration {
 var (
 	topFields     = []string{"schema", "name", "window", "services"}
 	windowFields  = []string{"start", "end", "timezone"}
-	serviceFields = []string{"version", "artifact", "data", "run", "health", "quorum", "max_parallel", "settings", "reload_signal", "depends_on", "progress_deadline"}
+	serviceFields = []string{"version", "artifact", "data", "run", "health", "quorum", "max_parallel", "settings", "reload_signal", "depends_on", "progress_deadline", "canary"}
+	canaryFields  = []string{"machines", "bake"}
 	healthFields  = []string{"http", "tcp", "command", "timeout", "min_healthy", "deadline"}
 )
 
@@ -362,9 +363,29 @@ func (d *decoder) service(n *yaml.Node, path string) *Service {
 			svc.DependsOn = d.strList(v, p, `["db"]`)
 		case "progress_deadline":
 			svc.ProgressDeadline = d.duration(v, p)
+		case "canary":
+			svc.Canary = d.canary(v, p)
 		}
 	})
 	return svc
+}
+
+func (d *decoder) canary(n *yaml.Node, path string) *Canary {
+	c := &Canary{}
+	if !d.mapping(n, path, `machines: 1, bake: 10m`) {
+		return c
+	}
+	d.fields(n, path, canaryFields, func(key string, k, v *yaml.Node) {
+		p := join(path, key)
+		d.pos[p] = v.Line
+		switch key {
+		case "machines":
+			c.Machines, _ = d.integer(v, p)
+		case "bake":
+			c.Bake = d.duration(v, p)
+		}
+	})
+	return c
 }
 
 func (d *decoder) health(n *yaml.Node, path string) *Health {

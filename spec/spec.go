@@ -108,6 +108,22 @@ type Service struct {
 	// written before this field keep their ids: read it with
 	// [Service.Deadline].
 	ProgressDeadline Duration `yaml:"progress_deadline,omitempty" json:"progress_deadline,omitzero"`
+	// Canary, when set, steps only the first Canary.Machines members of
+	// the service, then holds the rest until those canaries have stayed
+	// healthy on the new version for Canary.Bake, or until an operator
+	// runs dcroll promote SERVICE. A canary that fails halts the rollout
+	// as any step does. It has no effect on a new service or a removal.
+	Canary *Canary `yaml:"canary,omitempty" json:"canary,omitempty"`
+}
+
+// Canary is a service's canary phase (Service.Canary).
+type Canary struct {
+	// Machines is how many members step first; >= 1.
+	Machines int `yaml:"machines" json:"machines"`
+	// Bake is how long every canary must stay healthy on the new version
+	// before the rest may step; 0 (omitted): only dcroll promote lets
+	// the rest go.
+	Bake Duration `yaml:"bake,omitempty" json:"bake,omitzero"`
 }
 
 // Deadline returns ProgressDeadline, or DefaultProgressDeadline when unset.
@@ -364,6 +380,10 @@ func (s *Spec) Clone() *Spec {
 			for k, x := range svc.Settings {
 				v.Settings[k] = x
 			}
+		}
+		if svc.Canary != nil {
+			cn := *svc.Canary
+			v.Canary = &cn
 		}
 		if svc.Health != nil {
 			h := *svc.Health

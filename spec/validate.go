@@ -243,6 +243,14 @@ func (v *validator) service(s *Spec, name string) {
 	if svc.ProgressDeadline.Duration < 0 {
 		v.add(path+".progress_deadline", "", nil, "%s must be positive (omit the field for the default, %s)", svc.ProgressDeadline, DefaultProgressDeadline)
 	}
+	if c := svc.Canary; c != nil {
+		if c.Machines < 1 {
+			v.add(path+".canary.machines", "", nil, "must be at least 1, got %d (omit canary for none)", c.Machines)
+		}
+		if c.Bake.Duration < 0 {
+			v.add(path+".canary.bake", "", nil, "%s must not be negative (omit it to wait for dcroll promote)", c.Bake)
+		}
+	}
 	if svc.MaxParallel < 1 {
 		v.add(path+".max_parallel", "", nil, "must be at least 1, got %d", svc.MaxParallel)
 	}

@@ -160,11 +160,9 @@ func (f Fleet) Count() (total, available int, unavailable []MemberState) {
 	return total, available, unavailable
 }
 
-// CompletedBy reports whether the entry is done: every member runs the
-// entry's version from the entry's spec, healthy and running (for a
-// removal: every member reports its service stopped), no member is
-// mid-step, and there is at least one member. An absent member holds the
-// entry back. Agents and the coordinator both apply this rule before
+// CompletedBy reports whether the entry is done: every member is done with
+// it (DoneBy), and there is at least one member. An absent member holds
+// the entry back. Agents and the coordinator both apply this rule before
 // marking an entry done.
 func (e DeployEntry) CompletedBy(f Fleet) bool {
 	states := f.States()
@@ -172,21 +170,25 @@ func (e DeployEntry) CompletedBy(f Fleet) bool {
 		return false
 	}
 	for _, s := range states {
-		c := s.Current
-		if s.Down != nil || c == nil {
-			return false
-		}
-		if e.Kind == KindRemoved {
-			if c.State != StateStopped {
-				return false
-			}
-			continue
-		}
-		if c.Version != e.Version || c.SpecID != e.SpecID || !c.Healthy || c.State != StateRunning {
+		if !e.DoneBy(s) {
 			return false
 		}
 	}
 	return true
+}
+
+// DoneBy reports whether member s is done with the entry: registered, not
+// mid-step, and running the entry's version from the entry's spec,
+// healthy (for a removal: reporting its service stopped).
+func (e DeployEntry) DoneBy(s MemberState) bool {
+	c := s.Current
+	if s.Down != nil || c == nil {
+		return false
+	}
+	if e.Kind == KindRemoved {
+		return c.State == StateStopped
+	}
+	return c.Version == e.Version && c.SpecID == e.SpecID && c.Healthy && c.State == StateRunning
 }
 
 // ReadFleet reads one service's members, registrations and step records
