@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"dcroll/spec"
 	"dcroll/znodes"
 )
 
@@ -107,6 +108,7 @@ func Resume(c *znodes.Conn, by string) (*ResumeResult, error) {
 		}
 		d := e.DeployEntry
 		d.State, d.Reason, d.Machine, d.Updated = znodes.DeployRolling, "", "", now
+		d.BakeSince = time.Time{} // a canary phase bakes again from the retry
 		ops = append(ops, &zk.SetDataRequest{Path: c.Paths().DeployEntry(e.Node), Data: znodes.MustEncode(&d), Version: e.ZVersion})
 		res.Retried = append(res.Retried, e.Service)
 	}
@@ -126,6 +128,61 @@ func Resume(c *znodes.Conn, by string) (*ResumeResult, error) {
 		return nil, fmt.Errorf("resume: nothing changed, run it again: %w", err)
 	}
 	return res, nil
+}
+
+// ErrNothingToPromote: the service has no unfinished entry with a canary
+// phase that is not promoted yet.
+var ErrNothingToPromote = errors.New("nothing to promote")
+
+// Promote ends the canary phase of service's unfinished deploy entry: the
+// rest of its members may step without waiting for the bake time. It
+// refuses (ErrNothingToPromote, with the reason) when the service has no
+// unfinished entry, its spec has no canary, or it was promoted already.
+func Promote(c *znodes.Conn, service, by string) (QueueEntry, error) {
+	if by == "" {
+		by = whoAmI()
+	}
+	q, err := ReadQueue(c)
+	if err != nil {
+		return QueueEntry{}, fmt.Errorf("promote: %w", err)
+	}
+	var e *QueueEntry
+	var services []string
+	for i := range q {
+		services = append(services, q[i].Service)
+		if q[i].Service == service && q[i].State != znodes.DeployDone {
+			e = &q[i]
+		}
+	}
+	if e == nil {
+		hint := "the deploy queue is empty"
+		if len(services) > 0 {
+			hint = spec.Suggest(service, services, "queued")
+		}
+		return QueueEntry{}, fmt.Errorf("promote: %w: %s has no unfinished deploy entry (%s); see dcroll status",
+			ErrNothingToPromote, service, hint)
+	}
+	sp, err := LoadSpec(c, e.SpecID)
+	if err != nil {
+		return QueueEntry{}, fmt.Errorf("promote: %w", err)
+	}
+	if svc := sp.Services[service]; svc == nil || svc.Canary == nil {
+		return QueueEntry{}, fmt.Errorf("promote: %w: %s has no canary phase in spec %s", ErrNothingToPromote, service, spec.ShortID(e.SpecID))
+	}
+	if e.Promoted {
+		return QueueEntry{}, fmt.Errorf("promote: %w: %s %s was promoted by %s at %s", ErrNothingToPromote, service, e.Version,
+			dash(e.PromotedBy), e.PromotedAt.UTC().Format(time.DateTime))
+	}
+	ok, err := c.SetEntry(*e, func(d *znodes.DeployEntry) {
+		d.Promoted, d.PromotedBy, d.PromotedAt = true, by, time.Now().UTC()
+	})
+	if err != nil {
+		return QueueEntry{}, fmt.Errorf("promote: %w", err)
+	}
+	if !ok {
+		return QueueEntry{}, fmt.Errorf("promote: the deploy entry of %s changed while promoting: nothing was changed, run it again", service)
+	}
+	return *e, nil
 }
 
 // MarkDone marks entry e done if it is still at the version read (exactly

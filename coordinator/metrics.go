@@ -1,6 +1,9 @@
 package coordinator
 
 import (
+	"strconv"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"dcroll/znodes"
@@ -18,13 +21,17 @@ var (
 	descPaused   = prometheus.NewDesc("dcroll_paused", "1 when rollouts are paused.", nil, nil)
 	descAgents   = prometheus.NewDesc("dcroll_agents", "Live agents.", nil, nil)
 	descLocked   = prometheus.NewDesc("dcroll_agent_mlocked_bytes", "Blob bytes each agent holds mlocked.", []string{"machine"}, nil)
+	descNightETA = prometheus.NewDesc("dcroll_night_eta_seconds", "Seconds until the deploy queue is expected done (the leading coordinator's record; absent when unknown).", nil, nil)
+	descSvcETA   = prometheus.NewDesc("dcroll_service_eta_seconds", "Seconds until the service's deploy entry is expected done (absent when unknown).", []string{"service"}, nil)
+	descBlocked  = prometheus.NewDesc("dcroll_service_blocked", "1 for the reason code that blocks the service's deploy entry (halted, paused, window, dependency, canary, quorum, absent, staging, no_members).", []string{"service", "code"}, nil)
+	descStepSecs = prometheus.NewDesc("dcroll_service_step_seconds", "Expected seconds per member step: the measured moving average, else the health settings' estimate.", []string{"service", "measured"}, nil)
 	descUp       = prometheus.NewDesc("dcroll_zookeeper_up", "1 when the status could be read from ZooKeeper.", nil, nil)
 )
 
 type statusCollector struct{ c *znodes.Conn }
 
 func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMachines, descHealthy, descMembers, descAvail, descQuorum, descDown, descStaged, descQueue, descPaused, descAgents, descLocked, descUp} {
+	for _, d := range []*prometheus.Desc{descMachines, descHealthy, descMembers, descAvail, descQuorum, descDown, descStaged, descQueue, descPaused, descAgents, descLocked, descNightETA, descSvcETA, descBlocked, descStepSecs, descUp} {
 		ch <- d
 	}
 }
@@ -62,5 +69,23 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAgents, prometheus.GaugeValue, float64(len(st.Agents)))
 	for _, a := range st.Agents {
 		ch <- prometheus.MustNewConstMetric(descLocked, prometheus.GaugeValue, float64(a.LockedBytes), a.Machine)
+	}
+	if r := st.Rollout; r != nil {
+		now := time.Now()
+		if !r.ETA.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descNightETA, prometheus.GaugeValue, max(r.ETA.Sub(now).Seconds(), 0))
+		}
+		for _, s := range r.Services {
+			if s.State == znodes.DeployDone {
+				continue
+			}
+			if !s.ETA.IsZero() {
+				ch <- prometheus.MustNewConstMetric(descSvcETA, prometheus.GaugeValue, max(s.ETA.Sub(now).Seconds(), 0), s.Service)
+			}
+			if s.Blocked != "" {
+				ch <- prometheus.MustNewConstMetric(descBlocked, prometheus.GaugeValue, 1, s.Service, s.Blocked)
+			}
+			ch <- prometheus.MustNewConstMetric(descStepSecs, prometheus.GaugeValue, s.StepSeconds, s.Service, strconv.FormatBool(s.Measured))
+		}
 	}
 }

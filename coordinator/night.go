@@ -1,11 +1,16 @@
 package coordinator
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 
+	"dcroll/spec"
 	"dcroll/znodes"
 )
 
@@ -22,4 +27,542 @@ func ReadRollout(c *znodes.Conn) (*znodes.Rollout, error) {
 		return nil, fmt.Errorf("read rollout record: %w", err)
 	}
 	return &r, nil
+}
+
+// stepAlpha is the weight of a new sample in the moving average of a
+// service's step time: recent steps count most (a fleet warms up, a
+// night's later steps look like its earlier ones), one odd step does not
+// move the ETA much.
+const stepAlpha = 0.3
+
+// nightRefresh is how often the leader rewrites an unchanged record, so
+// that readers can tell a live leader from a dead one by its At.
+const nightRefresh = 30 * time.Second
+
+// entryView is what the leader knows of one queue entry at a tick.
+type entryView struct {
+	e      QueueEntry
+	svc    *spec.Service // the entry's service in its spec; nil for a removal
+	states []znodes.MemberState
+}
+
+// blockedBy says why entry e may not progress now: a stable code and a
+// one-line reason, both empty while it progresses (or is done). active is
+// the queue's active entry; w the spec's window; it never reads the clock
+// but now. The checks run from what an operator must act on (a halt, a
+// pause) to what resolves by itself (the window, an earlier service, the
+// canary's bake), then to the members: nobody there, too few available to
+// take one down, absent members holding completion back, staging.
+func blockedBy(v entryView, active *QueueEntry, w *spec.Window, ctl znodes.Control, now time.Time) (code, reason string) {
+	e := v.e
+	switch {
+	case e.State == znodes.DeployDone:
+		return "", ""
+	case e.State == znodes.DeployHalted:
+		r := "halted"
+		if e.Machine != "" {
+			r += " on " + e.Machine
+		}
+		return znodes.BlockedHalted, r + ": " + firstLine(e.Reason, 160)
+	case active != nil && active.Node != e.Node:
+		r := "waiting for " + active.Service
+		if active.State == znodes.DeployHalted {
+			r += " (halted)"
+		}
+		return znodes.BlockedDependency, r
+	case ctl.Paused:
+		r := "paused by " + dash(ctl.By)
+		if ctl.Reason != "" {
+			r += ": " + ctl.Reason
+		}
+		return znodes.BlockedPaused, r
+	case !w.Open(now):
+		next := w.NextOpen(now)
+		if next.IsZero() {
+			return znodes.BlockedWindow, "outside the window, which never opens"
+		}
+		return znodes.BlockedWindow, fmt.Sprintf("outside window until %s %s", next.Format("15:04"), next.Location())
+	case len(v.states) == 0:
+		if e.Kind == znodes.KindRemoved {
+			return "", ""
+		}
+		return znodes.BlockedNoMembers, "no machine has registered " + e.Service
+	}
+	if c, r := canaryBlocked(v, now); c != "" {
+		return c, r
+	}
+	var pending, absent, staging []string
+	total, available := len(v.states), 0
+	for _, s := range v.states {
+		if s.Available {
+			available++
+		}
+		if s.Down != nil {
+			return "", "" // a step is under way: progressing
+		}
+		if e.DoneBy(s) {
+			continue
+		}
+		switch {
+		case s.Current == nil:
+			absent = append(absent, absentSince(s))
+		case s.Current.State == znodes.StateStaging:
+			staging = append(staging, s.Machine)
+		case s.Available:
+			pending = append(pending, s.Machine)
+		}
+	}
+	if len(pending) > 0 && v.svc != nil && e.Kind != znodes.KindRemoved {
+		need := v.svc.Quorum.Min(total)
+		if available-1 < need {
+			r := fmt.Sprintf("quorum %d/%d available, min %d", available, total, need)
+			if len(absent) > 0 {
+				r += "; " + strings.Join(absent, ", ")
+			}
+			return znodes.BlockedQuorum, r
+		}
+	}
+	switch {
+	case len(pending) > 0:
+		return "", ""
+	case len(staging) > 0:
+		return znodes.BlockedStaging, strings.Join(staging, ",") + " staging"
+	case len(absent) > 0:
+		return znodes.BlockedAbsent, strings.Join(absent, ", ")
+	}
+	return "", ""
+}
+
+// absentSince is "m5 absent since 20:31 UTC" (its last registration).
+func absentSince(s znodes.MemberState) string {
+	if s.Member == nil || s.Member.Seen.IsZero() {
+		return s.Machine + " absent"
+	}
+	return s.Machine + " absent since " + s.Member.Seen.UTC().Format("15:04 MST")
+}
+
+// canaryState is the canary phase of entry v (nil without one): the
+// canaries done with it, and the bake.
+func canaryState(v entryView) *znodes.CanaryState {
+	if v.svc == nil || v.svc.Canary == nil || v.e.Kind == znodes.KindRemoved || v.e.Kind == string(spec.ChangeNew) {
+		return nil
+	}
+	c := v.svc.Canary
+	cs := &znodes.CanaryState{Machines: c.Machines, Bake: c.Bake.Duration, BakeSince: v.e.BakeSince,
+		Promoted: v.e.Promoted, By: v.e.PromotedBy}
+	for _, s := range v.states {
+		if v.e.DoneBy(s) {
+			cs.Done++
+		}
+	}
+	if !cs.BakeSince.IsZero() && c.Bake.Duration > 0 {
+		cs.BakeUntil = cs.BakeSince.Add(c.Bake.Duration)
+	}
+	return cs
+}
+
+// canaryBlocked: the canaries are out and the entry is not promoted.
+func canaryBlocked(v entryView, now time.Time) (code, reason string) {
+	cs := canaryState(v)
+	if cs == nil || cs.Promoted || cs.Done < min(cs.Machines, len(v.states)) || cs.Done >= len(v.states) {
+		return "", ""
+	}
+	switch {
+	case cs.Bake == 0:
+		return znodes.BlockedCanary, fmt.Sprintf("canary: %d on %s, waiting for dcroll promote %s", cs.Done, v.e.Version, v.e.Service)
+	case cs.BakeSince.IsZero():
+		return znodes.BlockedCanary, fmt.Sprintf("canary: %d on %s, bake %s starting", cs.Done, v.e.Version, cs.Bake)
+	}
+	left := cs.BakeUntil.Sub(now).Round(time.Second)
+	return znodes.BlockedCanary, fmt.Sprintf("canary: %d on %s baking until %s (%s left; dcroll promote %s skips it)",
+		cs.Done, v.e.Version, cs.BakeUntil.UTC().Format("15:04:05 MST"), max(left, 0), v.e.Service)
+}
+
+// stepClock times the active entry's steps: from its first step record (or
+// the last member done) to the next member done. It stops timing while the
+// entry is blocked, so that a pause, a closed window or a bake never
+// counts as step time.
+type stepClock struct {
+	entry string
+	done  int       // members done at the last sample
+	mark  time.Time // since when the next completion is timed (zero: not timing)
+	start time.Time // the entry's first step seen
+}
+
+// observe updates the clock with entry v at now and returns a sample of
+// seconds per member step when members finished since the last one.
+func (c *stepClock) observe(v entryView, blocked string, now time.Time) (sample float64, ok bool) {
+	done, first := 0, time.Time{}
+	for _, s := range v.states {
+		if v.e.DoneBy(s) {
+			done++
+		}
+		if d := s.Down; d != nil && d.Entry == v.e.Node && (first.IsZero() || d.At.Before(first)) {
+			first = d.At
+		}
+	}
+	if c.entry != v.e.Node {
+		*c = stepClock{entry: v.e.Node, done: done}
+	}
+	if !first.IsZero() && first.After(now) {
+		first = now // another machine's clock ahead of ours
+	}
+	if c.mark.IsZero() && !first.IsZero() {
+		c.mark = first
+	}
+	if c.start.IsZero() && !first.IsZero() {
+		c.start = first
+	}
+	if done > c.done && !c.mark.IsZero() {
+		sample, ok = now.Sub(c.mark).Seconds()/float64(done-c.done), true
+		c.mark = now
+	}
+	if done != c.done {
+		c.done = done
+	}
+	if blocked != "" {
+		c.mark = time.Time{}
+	}
+	return sample, ok
+}
+
+// addSample folds a sample into a service's moving average.
+func addSample(st znodes.StepStat, sample float64, now time.Time) znodes.StepStat {
+	if st.Samples == 0 {
+		st.Seconds = sample
+	} else {
+		st.Seconds = stepAlpha*sample + (1-stepAlpha)*st.Seconds
+	}
+	st.Samples++
+	st.At = now
+	return st
+}
+
+// perMember is the expected time of one member step of entry v: the
+// measured average, else the plan's estimate from the health settings
+// spread over max_parallel.
+func perMember(v entryView, steps map[string]znodes.StepStat) (time.Duration, bool) {
+	if st, ok := steps[v.e.Service]; ok && st.Samples > 0 {
+		return time.Duration(st.Seconds * float64(time.Second)), true
+	}
+	maxPar := 1
+	if v.svc != nil {
+		maxPar = max(v.svc.MaxParallel, 1)
+	}
+	return batchEstimate(v.svc, v.e.Kind) / time.Duration(maxPar), false
+}
+
+// batchEstimate is the expected time of one batch without measurements:
+// min_healthy plus PlanStepOverhead (the overhead alone for a removal).
+func batchEstimate(svc *spec.Service, kind string) time.Duration {
+	if kind == znodes.KindRemoved {
+		return PlanStepOverhead
+	}
+	minHealthy := spec.DefaultHealthMinHealthy
+	if svc != nil && svc.Health != nil && svc.Health.MinHealthy.Duration > 0 {
+		minHealthy = svc.Health.MinHealthy.Duration
+	}
+	return minHealthy + PlanStepOverhead
+}
+
+// nightInput is one tick of the leader: the queue's entries with their
+// fleets, the spec's window, the control node, the measured step times and
+// the active entry's clock.
+type nightInput struct {
+	now    time.Time
+	headID string
+	views  []entryView
+	window *spec.Window
+	ctl    znodes.Control
+	steps  map[string]znodes.StepStat
+	clock  stepClock
+}
+
+// buildNight computes the night record: per entry its counts, blocked-by,
+// batches and ETA, the entries chained one after another in queue order
+// (each starts when the one before it is expected done), each step fitted
+// into the window; and the night's state and ETA. An entry blocked on
+// something only a person or a machine coming back resolves (halt, pause,
+// quorum, absence, a canary waiting for promote) has no ETA, nor has
+// anything after it.
+func buildNight(in nightInput) znodes.Rollout {
+	r := znodes.Rollout{HeadID: in.headID, State: znodes.NightIdle, Services: []znodes.ServiceRollout{}, Steps: in.steps}
+	active := activeOf(in.views)
+	var t time.Time // when the entry before ends (zero: nothing before)
+	known := true
+	allDone := len(in.views) > 0
+	for i, v := range in.views {
+		e := v.e
+		s := znodes.ServiceRollout{Service: e.Service, Entry: e.Node, Position: i + 1, Kind: e.Kind, From: e.FromVersion,
+			To: e.Version, State: e.State, Members: len(v.states), MaxParallel: 1, Canary: canaryState(v)}
+		if in.window != nil {
+			s.Window = in.window.String()
+		}
+		if v.svc != nil {
+			s.MaxParallel = max(v.svc.MaxParallel, 1)
+			if e.Kind != znodes.KindRemoved {
+				s.QuorumMin = v.svc.Quorum.Min(len(v.states))
+			}
+		}
+		racks := map[string]int{}
+		for _, m := range v.states {
+			if m.Available {
+				s.Available++
+			}
+			if e.DoneBy(m) {
+				s.Done++
+			} else {
+				racks[m.Rack]++
+			}
+		}
+		for _, n := range racks {
+			s.Batches += (n + s.MaxParallel - 1) / s.MaxParallel
+		}
+		s.Blocked, s.BlockedBy = blockedBy(v, active, in.window, in.ctl, in.now)
+		per, measured := perMember(v, in.steps)
+		s.StepSeconds, s.Measured = per.Seconds(), measured
+		if active != nil && e.Node == active.Node && !in.clock.start.IsZero() && in.clock.entry == e.Node {
+			s.Start = in.clock.start
+		}
+		if e.State != znodes.DeployDone {
+			allDone = false
+		}
+		remaining := len(v.states) - s.Done
+		if e.State == znodes.DeployDone || e.Kind == string(spec.ChangeNew) {
+			remaining = 0
+		}
+		r.Remaining += remaining
+		if e.State == znodes.DeployDone || !known {
+			r.Services = append(r.Services, s)
+			continue
+		}
+		base := in.now
+		switch s.Blocked {
+		case "", znodes.BlockedDependency, znodes.BlockedStaging:
+			if active != nil && e.Node == active.Node && !in.clock.mark.IsZero() && in.clock.entry == e.Node {
+				base = in.clock.mark // timed from the last member done (or the first step)
+			}
+		case znodes.BlockedWindow:
+			base = in.window.NextOpen(in.now)
+		case znodes.BlockedCanary:
+			if s.Canary == nil || s.Canary.BakeUntil.IsZero() {
+				known = false
+			} else {
+				base = s.Canary.BakeUntil
+			}
+		default:
+			known = false
+		}
+		if !known {
+			r.Services = append(r.Services, s)
+			continue
+		}
+		if base.Before(t) {
+			base = t
+		}
+		end, ok := fitSteps(in.window, base, per, remaining)
+		if !ok {
+			known = false
+			r.Services = append(r.Services, s)
+			continue
+		}
+		if end.Before(in.now) {
+			end = in.now // overdue: any moment now
+		}
+		s.ETA, t = end, end
+		r.Services = append(r.Services, s)
+	}
+	switch {
+	case len(in.views) == 0:
+		r.State = znodes.NightIdle
+	case allDone:
+		r.State = znodes.NightDone
+	case active != nil && active.State == znodes.DeployHalted:
+		r.State = znodes.NightHalted
+	default:
+		r.State = znodes.NightRolling
+		for _, s := range r.Services {
+			if s.Entry == active.Node && s.Blocked != "" {
+				r.State = znodes.NightBlocked
+			}
+		}
+	}
+	if known && r.State != znodes.NightDone && r.State != znodes.NightIdle {
+		r.ETA = t
+	}
+	return r
+}
+
+// fitSteps returns when n steps of length d starting at t end, each step
+// starting only with its time left in the window (the agents' rule).
+func fitSteps(w *spec.Window, t time.Time, d time.Duration, n int) (time.Time, bool) {
+	if w == nil || n == 0 {
+		return t.Add(time.Duration(n) * d), true
+	}
+	for range n {
+		start, _, ok := fit(w, t, d)
+		if !ok {
+			return time.Time{}, false
+		}
+		t = start.Add(d)
+	}
+	return t, true
+}
+
+func activeOf(views []entryView) *QueueEntry {
+	for i := range views {
+		if views[i].e.State != znodes.DeployDone {
+			return &views[i].e
+		}
+	}
+	return nil
+}
+
+func firstLine(s string, n int) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
+}
+
+// nightWriter is the leader's writer of the night record: it keeps the
+// measured step times and the active entry's clock between ticks, and
+// writes only when the record changed (or every nightRefresh).
+type nightWriter struct {
+	c       *znodes.Conn
+	by      string
+	steps   map[string]znodes.StepStat
+	clock   stepClock
+	loaded  bool
+	last    []byte // the last record written, without By and At
+	written time.Time
+	// fleets caches the fleets of entries that are not active: they do
+	// not move during a night until their turn, so they are re-read at
+	// most every fleetRefresh.
+	fleets map[string]cachedFleet
+}
+
+type cachedFleet struct {
+	f  znodes.Fleet
+	at time.Time
+}
+
+const fleetRefresh = 10 * time.Second
+
+func newNightWriter(c *znodes.Conn, by string) *nightWriter {
+	return &nightWriter{c: c, by: by, steps: map[string]znodes.StepStat{}, fleets: map[string]cachedFleet{}}
+}
+
+// tick reads the queue's state, updates the step clock and writes the
+// record when it changed. active, when non-nil, is the active entry's
+// fleet the caller already read this tick.
+func (n *nightWriter) tick(now time.Time, active *znodes.Fleet) error {
+	if !n.loaded {
+		old, err := ReadRollout(n.c)
+		if err != nil {
+			return err
+		}
+		if old != nil {
+			for k, v := range old.Steps {
+				n.steps[k] = v
+			}
+		}
+		n.loaded = true
+	}
+	head, _, err := ReadHead(n.c)
+	if err != nil {
+		return err
+	}
+	q, err := ReadQueue(n.c)
+	if err != nil {
+		return err
+	}
+	ctl, _, err := ReadControl(n.c)
+	if err != nil {
+		return err
+	}
+	in := nightInput{now: now, ctl: ctl, steps: n.steps}
+	var sp *spec.Spec
+	if head != nil {
+		in.headID = head.SpecID
+		if sp, err = LoadSpec(n.c, head.SpecID); err != nil {
+			return err
+		}
+		in.window = sp.Window
+	}
+	act := Active(q)
+	for _, e := range q {
+		v := entryView{e: e}
+		if sp != nil {
+			v.svc = sp.Services[e.Service]
+		}
+		if e.State != znodes.DeployDone {
+			f, err := n.fleet(e.Service, act != nil && act.Node == e.Node, active, now)
+			if err != nil {
+				return err
+			}
+			v.states = f.States()
+		}
+		in.views = append(in.views, v)
+	}
+	if act != nil {
+		for _, v := range in.views {
+			if v.e.Node != act.Node {
+				continue
+			}
+			code, _ := blockedBy(v, act, in.window, ctl, now)
+			if sample, ok := n.clock.observe(v, code, now); ok {
+				n.steps[v.e.Service] = addSample(n.steps[v.e.Service], sample, now)
+			}
+		}
+	}
+	in.clock = n.clock
+	r := buildNight(in)
+	return n.write(r, now)
+}
+
+func (n *nightWriter) fleet(service string, isActive bool, active *znodes.Fleet, now time.Time) (znodes.Fleet, error) {
+	if isActive && active != nil {
+		return *active, nil
+	}
+	if c, ok := n.fleets[service]; ok && !isActive && now.Sub(c.at) < fleetRefresh {
+		return c.f, nil
+	}
+	f, err := n.c.ReadFleet(service)
+	if err != nil {
+		return f, err
+	}
+	n.fleets[service] = cachedFleet{f: f, at: now}
+	return f, nil
+}
+
+// write stores r unless it equals the last record written less than
+// nightRefresh ago.
+func (n *nightWriter) write(r znodes.Rollout, now time.Time) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode rollout record: %w", err)
+	}
+	if bytes.Equal(body, n.last) && now.Sub(n.written) < nightRefresh {
+		return nil
+	}
+	r.By, r.At = n.by, now.UTC()
+	data, err := znodes.Encode(&r)
+	if err != nil {
+		return err
+	}
+	p := n.c.Paths().Rollout()
+	_, err = n.c.ZK().Set(p, data, -1)
+	if errors.Is(err, zk.ErrNoNode) {
+		_, err = n.c.Create(p, data, 0)
+		if errors.Is(err, zk.ErrNodeExists) { // a previous leader's create raced ours
+			_, err = n.c.ZK().Set(p, data, -1)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("write rollout record: %w", err)
+	}
+	n.last, n.written = body, now
+	return nil
 }

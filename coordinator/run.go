@@ -112,7 +112,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() {
 		errc <- el.Run(ctx, func(leaderCtx context.Context) error {
 			log.Info("elected leader: advancing the deploy queue")
-			a := &advancer{c: c, log: log, now: cfg.Now, noMembersAfter: cfg.NoMembersAfter}
+			a := &advancer{c: c, log: log, now: cfg.Now, noMembersAfter: cfg.NoMembersAfter, night: newNightWriter(c, cfg.ID)}
 			return a.run(leaderCtx, cfg.Interval)
 		})
 	}()
@@ -152,6 +152,9 @@ type advancer struct {
 	// spec caches the last spec loaded for a deadline (specs are immutable).
 	spec   *spec.Spec
 	specID string
+
+	// night writes the night record (/dc/rollout) after every tick.
+	night *nightWriter
 }
 
 // run advances the queue every tick until ctx ends.
@@ -170,42 +173,133 @@ func (a *advancer) run(ctx context.Context, every time.Duration) error {
 	}
 }
 
-// once marks the active entry done if its service is complete, and repeats
-// for the next one; it halts an active entry whose service has had no
-// member for longer than the deadline. A removal with no member is done:
-// nothing runs the service.
+// once advances the queue, then writes the night record.
 func (a *advancer) once() error {
+	f, err := a.advance()
+	if err != nil {
+		return err
+	}
+	if a.night == nil {
+		return nil
+	}
+	return a.night.tick(a.now(), f)
+}
+
+// advance marks the active entry done if its service is complete, and
+// repeats for the next one; it halts an active entry whose service has had
+// no member for longer than the deadline, or no progress for its
+// progress deadline, and runs its canary phase. A removal with no member
+// is done: nothing runs the service. It returns the fleet of the entry
+// left active (nil: none, or halted).
+func (a *advancer) advance() (*znodes.Fleet, error) {
 	for {
 		q, err := ReadQueue(a.c)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		e := Active(q)
 		if e == nil || e.State == znodes.DeployHalted {
 			a.emptyNode, a.progressNode = "", ""
-			return nil
+			return nil, nil
 		}
 		f, err := a.c.ReadFleet(e.Service)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		states := f.States()
 		if len(states) == 0 && e.Kind != znodes.KindRemoved {
-			return a.noMembers(*e)
+			return &f, a.noMembers(*e)
 		}
 		a.emptyNode = ""
 		if len(states) > 0 && !e.CompletedBy(f) {
-			return a.noProgress(*e, states)
+			sp, err := a.loadSpec(e.SpecID)
+			if err != nil {
+				return nil, err
+			}
+			v := entryView{e: *e, svc: sp.Services[e.Service], states: states}
+			baking, err := a.canary(v)
+			if err != nil {
+				return nil, err
+			}
+			return &f, a.noProgress(*e, states, baking)
 		}
 		ok, err := MarkDone(a.c, *e)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if ok {
 			a.log.Info("service rolled out", "service", e.Service, "version", e.Version, "kind", e.Kind, "members", len(states))
 		}
 	}
 }
+
+// canary runs the canary phase of the active entry v: once its canaries
+// are all healthy on the target it records since when (BakeSince), after
+// the bake time it promotes the entry, and it halts the entry when a
+// canary that finished its step is registered and unhealthy on the target
+// (the canary failed after its health wait). A canary that goes absent
+// restarts the bake. baking reports that the rest of the service is held
+// on purpose (the progress deadline does not run).
+func (a *advancer) canary(v entryView) (baking bool, err error) {
+	cs := canaryState(v)
+	if cs == nil || cs.Promoted {
+		return false, nil
+	}
+	e := v.e
+	for _, s := range v.states {
+		c := s.Current
+		if c == nil || s.Down != nil || c.Version != e.Version || c.SpecID != e.SpecID || c.State == znodes.StateStarting {
+			continue
+		}
+		if c.State == znodes.StateRunning && c.Healthy {
+			continue
+		}
+		reason := fmt.Sprintf("canary %s %s on %s after its step: %s; dcroll rollback, or dcroll resume to retry",
+			s.Machine, dash(c.State), e.Version, firstLine(dash(c.Detail), 160))
+		if c.State == znodes.StateRunning {
+			reason = fmt.Sprintf("canary %s unhealthy on %s after its step: %s; dcroll rollback, or dcroll resume to retry",
+				s.Machine, e.Version, firstLine(dash(c.Detail), 160))
+		}
+		ok, err := Halt(a.c, e, reason, s.Machine)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			a.log.Warn("halted the rollout: canary failed", "service", e.Service, "machine", s.Machine, "version", e.Version)
+		}
+		return false, nil
+	}
+	now := a.now()
+	need := min(cs.Machines, len(v.states))
+	switch {
+	case cs.Done < need:
+		if !e.BakeSince.IsZero() { // a canary fell out: the bake starts over
+			_, err := a.c.SetEntry(e, func(d *znodes.DeployEntry) { d.BakeSince = time.Time{} })
+			return false, err
+		}
+		return false, nil
+	case cs.Done >= len(v.states):
+		return false, nil // every member is a canary: nothing to hold
+	case e.BakeSince.IsZero():
+		ok, err := a.c.SetEntry(e, func(d *znodes.DeployEntry) { d.BakeSince = now.UTC() })
+		if ok {
+			a.log.Info("canaries healthy: bake starts", "service", e.Service, "canaries", cs.Done, "bake", cs.Bake)
+		}
+		return true, err
+	case cs.Bake > 0 && !now.Before(cs.BakeUntil):
+		ok, err := a.c.SetEntry(e, func(d *znodes.DeployEntry) {
+			d.Promoted, d.PromotedBy, d.PromotedAt = true, PromotedByBake, now.UTC()
+		})
+		if ok {
+			a.log.Info("canaries baked: promoted", "service", e.Service, "canaries", cs.Done, "bake", cs.Bake)
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// PromotedByBake is DeployEntry.PromotedBy when the bake time promoted it.
+const PromotedByBake = "bake"
 
 // noMembers starts or checks the no-members deadline of the active entry e.
 func (a *advancer) noMembers(e QueueEntry) error {
@@ -253,8 +347,9 @@ func fingerprint(e QueueEntry, states []znodes.MemberState) string {
 // noProgress starts, restarts or checks the progress deadline of the active,
 // unfinished entry e whose members are states. The clock restarts whenever
 // the fingerprint changes, and does not run while the rollout may not
-// progress anyway (dcroll pause, the spec's window closed).
-func (a *advancer) noProgress(e QueueEntry, states []znodes.MemberState) error {
+// progress anyway (dcroll pause, the spec's window closed, canaries
+// baking).
+func (a *advancer) noProgress(e QueueEntry, states []znodes.MemberState, baking bool) error {
 	now := a.now()
 	sp, err := a.loadSpec(e.SpecID)
 	if err != nil {
@@ -265,7 +360,7 @@ func (a *advancer) noProgress(e QueueEntry, states []znodes.MemberState) error {
 		return err
 	}
 	fp := fingerprint(e, states)
-	if a.progressNode != e.Node || a.progressPrint != fp || ctl.Paused || !sp.Window.Open(now) {
+	if a.progressNode != e.Node || a.progressPrint != fp || ctl.Paused || !sp.Window.Open(now) || baking {
 		a.progressNode, a.progressPrint, a.progressSince = e.Node, fp, now
 		return nil
 	}

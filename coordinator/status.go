@@ -89,6 +89,9 @@ type Status struct {
 	Services []ServiceStatus   `json:"services"`
 	Agents   []znodes.Agent    `json:"agents"`
 	Progress []znodes.Progress `json:"progress,omitempty"`
+	// Rollout is the leading coordinator's night record: per service
+	// blocked-by and ETA (nil until a coordinator wrote one).
+	Rollout *znodes.Rollout `json:"rollout"`
 }
 
 // ReadStatus reads HEAD, the queue and every service's members.
@@ -104,6 +107,9 @@ func ReadStatus(c *znodes.Conn) (*Status, error) {
 		return nil, err
 	}
 	if st.Queue, err = ReadQueue(c); err != nil {
+		return nil, err
+	}
+	if st.Rollout, err = ReadRollout(c); err != nil {
 		return nil, err
 	}
 	if st.Queue == nil {

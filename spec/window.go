@@ -171,3 +171,15 @@ func (w *Window) NextOpen(now time.Time) time.Time {
 	}
 	return time.Time{} // invalid window (a valid one opens on at least one of the next three days)
 }
+
+// String is "01:00-05:00 Europe/Paris" ("" for no window).
+func (w *Window) String() string {
+	if w == nil {
+		return ""
+	}
+	tz := w.Timezone
+	if tz == "" {
+		tz = "UTC"
+	}
+	return w.Start + "-" + w.End + " " + tz
+}

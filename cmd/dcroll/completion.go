@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"dcroll/coordinator"
 	"dcroll/znodes"
 )
 
@@ -201,6 +202,19 @@ func (a *App) argCandidates(ctx context.Context, path []*cli.Command, nargs int,
 			return a.zkNames(ctx, globals, func(c *znodes.Conn) ([]string, error) {
 				hexes, _, err := c.ZK().Children(c.Paths().Blobs()) // a bare hex digest is a blob id too (no ':' for bash to split)
 				return hexes, err
+			}), false
+		}
+	case "promote":
+		if nargs == 0 {
+			return a.zkNames(ctx, globals, func(c *znodes.Conn) ([]string, error) {
+				q, err := coordinator.ReadQueue(c) // services of unfinished entries
+				var svcs []string
+				for _, e := range q {
+					if e.State != znodes.DeployDone {
+						svcs = append(svcs, e.Service)
+					}
+				}
+				return svcs, err
 			}), false
 		}
 	case "machine remove", "machine clear":

@@ -143,7 +143,7 @@ func TestCompletionCandidates(t *testing.T) {
 		want, exclude []string // want: exactly these when exclude is nil
 	}{
 		{[]string{""}, []string{"push", "rollback", "status", "blob", "completion", "version"}, []string{"help", "h", completeCommand}},
-		{[]string{"p"}, []string{"push", "plan", "pause"}, nil},
+		{[]string{"p"}, []string{"push", "plan", "pause", "promote"}, nil},
 		{[]string{"push", ""}, []string{fileMarker}, nil},
 		{[]string{"push", "x.yaml", ""}, []string{}, nil},
 		{[]string{"push", "--"}, []string{"--dry-run", "--supersede", "--force", "--json", "--zk", "--log-level", "--help"}, []string{"--watch"}},

@@ -75,6 +75,43 @@ Examples:
 			},
 		},
 		{
+			Name:      "promote",
+			Usage:     "end a service's canary phase now: the rest of its machines may step",
+			ArgsUsage: "SERVICE",
+			Description: `A service whose spec has a canary phase, e.g.
+
+   canary: {machines: 1, bake: 10m}
+
+steps its first machines (the canaries), then holds the rest until every
+canary has stayed healthy on the new version for the bake time; the leading
+coordinator then promotes the deploy entry by itself. dcroll promote does it
+now, for example once you have checked the canaries' dashboards. A spec with
+canary but no bake waits for dcroll promote. A canary that fails halts the
+rollout as any step does (dcroll resume retries, dcroll rollback moves back).
+
+The BLOCKED BY column of dcroll status shows the canary phase.
+
+Examples:
+   dcroll promote store`,
+			Flags: []cli.Flag{jsonFlag()},
+			Action: func(c *cli.Context) error {
+				if err := needArgs(c, 1, 1, "one SERVICE"); err != nil {
+					return err
+				}
+				return withConn(c, func(conn *znodes.Conn) error {
+					e, err := coordinator.Promote(conn, c.Args().First(), "")
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						return printJSON(c.App.Writer, e)
+					}
+					fmt.Fprintf(c.App.Writer, "promoted %s %s: the rest of its machines may step\n", e.Service, e.Version)
+					return nil
+				})
+			},
+		},
+		{
 			Name:  "resume",
 			Usage: "lift a pause and retry a halted rollout",
 			Flags: []cli.Flag{jsonFlag()},
@@ -115,19 +152,7 @@ func printStatus(w io.Writer, st *coordinator.Status) {
 		fmt.Fprintf(w, "PAUSED by %s: %s\n", st.Control.By, dash(st.Control.Reason))
 	}
 	if len(st.Queue) > 0 {
-		fmt.Fprintln(w, "\nDeploy queue:")
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		for i, e := range st.Queue {
-			extra := ""
-			if e.State == znodes.DeployHalted {
-				extra = "  " + e.Reason
-				if e.Machine != "" {
-					extra += " on " + e.Machine
-				}
-			}
-			fmt.Fprintf(tw, "  %d\t%s\t%s -> %s\t%s\t%s%s\n", i+1, e.Service, dash(e.FromVersion), e.Version, e.Kind, strings.ToUpper(e.State), extra)
-		}
-		tw.Flush()
+		printQueue(w, st, time.Now())
 	}
 	fmt.Fprintln(w, "\nServices:")
 	for _, s := range st.Services {
@@ -152,6 +177,75 @@ func printStatus(w io.Writer, st *coordinator.Status) {
 		}
 	}
 }
+
+// printQueue prints the deploy queue with, from the leading coordinator's
+// night record, each entry's progress, ETA and what blocks it, and the
+// night's ETA. Without a record (no coordinator running) it says so.
+func printQueue(w io.Writer, st *coordinator.Status, now time.Time) {
+	r := st.Rollout
+	by := map[string]znodes.ServiceRollout{}
+	if r != nil {
+		for _, s := range r.Services {
+			by[s.Entry] = s
+		}
+	}
+	fmt.Fprintln(w, "\nDeploy queue:")
+	switch {
+	case r == nil:
+		fmt.Fprintln(w, "  (no ETA or blocked-by: no coordinator has written the night record; run dcroll coordinator)")
+	case r.HeadID != "" && st.Head != nil && r.HeadID != st.Head.SpecID:
+		fmt.Fprintf(w, "  (the night record is of HEAD %s, written %s ago by %s: the coordinator has not caught up)\n",
+			spec.ShortID(r.HeadID), ago(now, r.At), dash(r.By))
+	default:
+		line := "  night: " + r.State
+		if !r.ETA.IsZero() {
+			line += fmt.Sprintf(", ETA %s (in %s)", r.ETA.Local().Format("15:04:05"), until(now, r.ETA))
+		} else if r.State == znodes.NightBlocked || r.State == znodes.NightRolling {
+			line += ", no ETA while blocked"
+		}
+		if r.Remaining > 0 {
+			line += fmt.Sprintf(", %d member step(s) left", r.Remaining)
+		}
+		fmt.Fprintf(w, "%s  [record by %s, %s ago]\n", line, dash(r.By), ago(now, r.At))
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  #\tSERVICE\tCHANGE\tKIND\tSTATE\tDONE\tSTEP\tETA\tBLOCKED BY")
+	for i, e := range st.Queue {
+		s, ok := by[e.Node]
+		done, step, eta, blocked := "-", "-", "-", "-"
+		if ok {
+			done = fmt.Sprintf("%s %d/%d", progressBar(s.Done, s.Members, 10), s.Done, s.Members)
+			if s.StepSeconds > 0 {
+				step = (time.Duration(s.StepSeconds * float64(time.Second))).Round(100 * time.Millisecond).String()
+				if !s.Measured {
+					step = "~" + step
+				}
+			}
+			if !s.ETA.IsZero() {
+				eta = s.ETA.Local().Format("15:04:05")
+			}
+			blocked = dash(s.BlockedBy)
+		}
+		if e.State == znodes.DeployHalted && !ok {
+			blocked = haltLine(e)
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s -> %s\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, e.Service, dash(e.FromVersion), dash(e.Version), e.Kind,
+			strings.ToUpper(e.State), done, step, eta, blocked)
+	}
+	tw.Flush()
+}
+
+// progressBar is "[####......]": n of total in width characters.
+func progressBar(n, total, width int) string {
+	k := 0
+	if total > 0 {
+		k = min(n*width/total, width)
+	}
+	return "[" + strings.Repeat("#", k) + strings.Repeat(".", width-k) + "]"
+}
+
+func ago(now, t time.Time) string   { return max(0, now.Sub(t)).Round(time.Second).String() }
+func until(now, t time.Time) string { return max(0, t.Sub(now)).Round(time.Second).String() }
 
 // memberState is "available", or why not: "absent (last seen 1.0.0 at ...)",
 // "mid-step (upgrade 1.0.0 -> 2.0.0 since ...)", "failed", ...
@@ -279,8 +373,15 @@ func runStatus(ctx context.Context, conn *znodes.Conn, w io.Writer, o statusOpti
 			if state == watchRolling && st.Head != nil {
 				l.Elapsed = elapsed(st, time.Now()).String()
 			}
-			// Compare without the elapsed time: a line per change.
-			key, err := json.Marshal(watchLine{Status: st, Outcome: state})
+			// Compare without the elapsed time and the record's write
+			// time: a line per change.
+			keyed := *st
+			if r := st.Rollout; r != nil {
+				rc := *r
+				rc.At, rc.By = time.Time{}, ""
+				keyed.Rollout = &rc
+			}
+			key, err := json.Marshal(watchLine{Status: &keyed, Outcome: state})
 			if err != nil {
 				return err
 			}
@@ -327,7 +428,11 @@ func printOutcome(w io.Writer, st *coordinator.Status, state string) {
 	switch state {
 	case watchRolling:
 		if st.Head != nil {
-			fmt.Fprintf(w, "\nRolling for %s (HEAD moved at %s)\n", elapsed(st, time.Now()), st.Head.At.Local().Format(time.DateTime))
+			eta := ""
+			if r := st.Rollout; r != nil && !r.ETA.IsZero() {
+				eta = fmt.Sprintf("; ETA %s (in %s)", r.ETA.Local().Format("15:04:05"), until(time.Now(), r.ETA))
+			}
+			fmt.Fprintf(w, "\nRolling for %s (HEAD moved at %s)%s\n", elapsed(st, time.Now()), st.Head.At.Local().Format(time.DateTime), eta)
 		}
 	case watchDone:
 		fmt.Fprintln(w, "\nDone: the deploy queue is finished.")
