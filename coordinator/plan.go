@@ -78,9 +78,12 @@ type ServicePlan struct {
 	Quorum      string   `json:"quorum"`
 	QuorumMin   int      `json:"quorum_min"` // quorum.Min(members)
 	MaxParallel int      `json:"max_parallel"`
-	// Step is the expected time of one batch: min_healthy + PlanStepOverhead
-	// (PlanStepOverhead alone for a removal); nanoseconds in JSON.
-	Step    time.Duration `json:"step"`
+	// Step is the expected time of one batch: from the service's measured
+	// step times (Measured; the coordinator's night record) when there are
+	// any, else min_healthy + PlanStepOverhead (PlanStepOverhead alone for
+	// a removal); nanoseconds in JSON.
+	Step     time.Duration `json:"step"`
+	Measured bool          `json:"measured"`
 	Members []PlanMember  `json:"members"`
 	Batches []PlanBatch   `json:"batches"`
 	Start   time.Time     `json:"start"`
@@ -209,6 +212,14 @@ func PlanNight(ctx context.Context, c *znodes.Conn, sp *spec.Spec, now time.Time
 	for _, ch := range changes {
 		reasons[ch.Service] = ch.Reasons
 	}
+	night, err := ReadRollout(c)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var steps map[string]znodes.StepStat
+	if night != nil {
+		steps = night.Steps
+	}
 	t := now
 	if !np.WindowOpen {
 		t = sp.Window.NextOpen(now)
@@ -216,7 +227,7 @@ func PlanNight(ctx context.Context, c *znodes.Conn, sp *spec.Spec, now time.Time
 	np.Start, np.Nights = t, 1
 	stuck := t.IsZero()
 	for _, e := range entries {
-		s, err := planService(c, sp, cur, e, reasons, warn)
+		s, err := planService(c, sp, cur, e, reasons, steps, warn)
 		if err != nil {
 			return nil, wrap(err)
 		}
@@ -279,7 +290,8 @@ func fit(w *spec.Window, t time.Time, d time.Duration) (start time.Time, resumed
 
 // planService lays out one entry: members, batches, headroom, and the
 // warnings about them.
-func planService(c *znodes.Conn, sp *spec.Spec, cur *spec.Spec, e znodes.DeployEntry, reasons map[string][]string, warn func(code, svc, format string, a ...any)) (ServicePlan, error) {
+func planService(c *znodes.Conn, sp *spec.Spec, cur *spec.Spec, e znodes.DeployEntry, reasons map[string][]string,
+	steps map[string]znodes.StepStat, warn func(code, svc, format string, a ...any)) (ServicePlan, error) {
 	s := ServicePlan{Service: e.Service, Kind: e.Kind, From: e.FromVersion, To: e.Version, State: e.State,
 		Reasons: reasons[e.Service], Members: []PlanMember{}, Batches: []PlanBatch{}}
 	if s.Reasons == nil {
@@ -294,17 +306,15 @@ func planService(c *znodes.Conn, sp *spec.Spec, cur *spec.Spec, e znodes.DeployE
 	if svc == nil && cur != nil {
 		svc = cur.Services[e.Service] // a removal: its old settings steer it
 	}
-	minHealthy := spec.DefaultHealthMinHealthy
 	if svc != nil {
 		s.Quorum, s.MaxParallel = svc.Quorum.String(), max(svc.MaxParallel, 1)
-		if svc.Health != nil && svc.Health.MinHealthy.Duration > 0 {
-			minHealthy = svc.Health.MinHealthy.Duration
-		}
 	}
 	removal := e.Kind == znodes.KindRemoved
-	s.Step = minHealthy + PlanStepOverhead
-	if removal {
-		s.Step = PlanStepOverhead // a removal waits for nothing
+	s.Step = batchEstimate(svc, e.Kind)
+	if st, ok := steps[e.Service]; ok && st.Samples > 0 {
+		// Measured per member step: a batch of max_parallel machines.
+		s.Step = time.Duration(st.Seconds*float64(time.Second)) * time.Duration(max(s.MaxParallel, 1))
+		s.Measured = true
 	}
 
 	f, err := c.ReadFleet(e.Service)
@@ -440,7 +450,7 @@ func (p *NightPlan) WriteText(w io.Writer) error {
 		case p.Start.IsZero():
 			fmt.Fprintln(w, "timing: the rollout cannot be scheduled in the window")
 		default:
-			fmt.Fprintf(w, "timing: start %s, finish %s (%s of steps, %d night(s); %s per step beyond min_healthy)\n",
+			fmt.Fprintf(w, "timing: start %s, finish %s (%s of steps, %d night(s); measured step times where known, else %s per step beyond min_healthy)\n",
 				stamp(p.Start), stamp(p.Finish), p.Duration, p.Nights, PlanStepOverhead)
 		}
 	}
@@ -472,7 +482,11 @@ func (p *NightPlan) WriteText(w io.Writer) error {
 		if len(s.Batches) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "  quorum %s (min %d of %d), max_parallel %d, step ~%s\n", dash(s.Quorum), s.QuorumMin, len(s.Members), s.MaxParallel, s.Step)
+		how := "estimated from the health settings"
+		if s.Measured {
+			how = "measured"
+		}
+		fmt.Fprintf(w, "  quorum %s (min %d of %d), max_parallel %d, step ~%s (%s)\n", dash(s.Quorum), s.QuorumMin, len(s.Members), s.MaxParallel, s.Step.Round(100*time.Millisecond), how)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  BATCH\tRACK\tMACHINES\tHEADROOM\tSTART\tFINISH\tNOTES")
 		for i, b := range s.Batches {

@@ -191,6 +191,19 @@ func TestPlanBatchesAndHeadroom(t *testing.T) {
 	if b := np.Services[0].Batches[2]; !slices.Equal(b.Unavailable, []string{"m4"}) || *b.Headroom != 1 {
 		t.Fatalf("last batch = %+v", b)
 	}
+	// Measured step times (the coordinator's night record) replace the
+	// estimate: 12s per member, batches of max_parallel 2.
+	rec := &znodes.Rollout{State: znodes.NightDone, Steps: map[string]znodes.StepStat{"db": {Seconds: 12, Samples: 4}}}
+	if _, err := c.Create(c.Paths().Rollout(), znodes.MustEncode(rec), 0); err != nil {
+		t.Fatal(err)
+	}
+	measured, err := PlanNight(ctx, c, mustSpec(t, y), planNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms := measured.Services[0]; !ms.Measured || ms.Step != 24*time.Second || !measured.Finish.Equal(planNow.Add(3*24*time.Second)) {
+		t.Fatalf("measured: step %s measured %v finish %s", ms.Step, ms.Measured, measured.Finish)
+	}
 	// JSON: snake_case, empty lists as [].
 	raw, err := json.Marshal(np)
 	if err != nil {
