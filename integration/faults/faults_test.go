@@ -36,6 +36,11 @@ var (
 
 const broken = "3.0.0-broken"
 
+// canaryBake is the bake time of the canary rows: long enough that a
+// next step without the hold (well under a second after the canary is
+// healthy) cannot pass for one that waited.
+const canaryBake = 4 * time.Second
+
 // both is the usual spec body: store and web on the given builds.
 func both(store, web string) map[string]Svc {
 	return map[string]Svc{"store": {Build: store}, "web": {Build: web}}
@@ -429,6 +434,63 @@ var table = []row{
 			})
 			return checker.Expect{Final: Final(v1), Bad: []string{broken}}
 		},
+	},
+	{
+		// The canary holds the rest until its bake time is over, judged
+		// from the services' own event log: the next store instance goes
+		// down at least the bake time after the canary came up on v2.
+		name:  "18-canary-holds-until-bake",
+		world: "canary",
+		run: func(t *testing.T, s *Scenario) checker.Expect {
+			mark := s.EventMark()
+			withCanary := map[string]Svc{"store": {Build: "v2", Canary: &spec.Canary{Machines: 1, Bake: spec.Duration{Duration: canaryBake}}}, "web": {Build: "v1"}}
+			s.MustPush(s.Spec("v2-canary", withCanary), coordinator.PushOptions{})
+			s.WaitCompleted(Converge)
+			evs, _ := s.Events(mark)
+			var canary, next *Event
+			for i := range evs {
+				e := &evs[i]
+				switch {
+				case e.Service != "store":
+				case canary == nil && e.Kind == "up" && e.Version == Version("v2"):
+					canary = e
+				case canary != nil && e.Kind == "down" && e.Machine != canary.Machine:
+					next = e
+				}
+				if next != nil {
+					break
+				}
+			}
+			if canary == nil || next == nil {
+				t.Fatalf("no canary and next step in the event log: %+v", evs)
+			}
+			if gap := next.At.Sub(canary.At); gap < canaryBake {
+				t.Errorf("the rest did not wait for the bake (%s): %s went down %s after the canary %s came up on %s",
+					canaryBake, next.Machine, gap.Round(time.Millisecond), canary.Machine, canary.Version)
+			} else {
+				t.Logf("canary %s up on %s; next step (%s) %s later", canary.Machine, canary.Version, next.Machine, gap.Round(time.Millisecond))
+			}
+			return checker.Expect{Final: Final(map[string]string{"store": Version("v2"), "web": Version("v1")})}
+		},
+	},
+	{
+		// A broken canary halts the rollout as any step does, and is the
+		// only machine that ever ran the broken build.
+		name:  "19-canary-fails-halts",
+		world: "canary",
+		run: func(t *testing.T, s *Scenario) checker.Expect {
+			mark := s.EventMark()
+			withCanary := map[string]Svc{"store": {Build: "v3", Canary: &spec.Canary{Machines: 1, Bake: spec.Duration{Duration: time.Minute}}}, "web": {Build: "v1"}}
+			s.MustPush(s.Spec("v3-canary", withCanary), coordinator.PushOptions{})
+			s.WaitHalted(60*time.Second, broken)
+			after := map[string]string{"store": Version("v2"), "web": Version("v1")}
+			waitAllServing(t, s, after, 30*time.Second)
+			if tried := s.Tried(mark, "store", broken); len(tried) != 1 {
+				t.Errorf("%s started on %v, want the one canary", broken, tried)
+			}
+			return checker.Expect{Final: Final(after), Bad: []string{broken}}
+		},
+		halted: broken,
 	},
 	{
 		name:  "12-service-without-members",

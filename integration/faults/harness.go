@@ -213,6 +213,9 @@ type Options struct {
 	// ExtraServices are services in specs that no agent runs (rules
 	// default to store's).
 	ExtraServices []string
+	// Racks places the scenario's machines (machine -> rack); default
+	// Racks, the five machines of the fault matrix.
+	Racks map[string]string
 }
 
 // Scenario is one row's world: its own root znode, origin, five agent
@@ -288,8 +291,12 @@ func (c *Cluster) NewScenario(t *testing.T, name string, o Options) *Scenario {
 	s.startOrigin()
 
 	var insts []checker.Instance
-	for _, name := range sortedKeys(Racks) {
-		m := &Machine{s: s, Name: name, Rack: Racks[name], Dir: filepath.Join(dir, name), Ports: map[string]int{},
+	racks := o.Racks
+	if racks == nil {
+		racks = Racks
+	}
+	for _, name := range sortedKeys(racks) {
+		m := &Machine{s: s, Name: name, Rack: racks[name], Dir: filepath.Join(dir, name), Ports: map[string]int{},
 			httpAddr: fmt.Sprintf("127.0.0.1:%d", zktest.FreePort(t))}
 		m.Log = filepath.Join(m.Dir, "agent.log")
 		if err := os.MkdirAll(m.Dir, 0o755); err != nil {
@@ -396,6 +403,7 @@ type Svc struct {
 	Quorum      *spec.Quorum
 	MinHealthy  time.Duration
 	Deadline    time.Duration
+	Canary      *spec.Canary
 }
 
 // Spec builds a valid spec; web depends on store when both are in it.
@@ -416,7 +424,7 @@ func (s *Scenario) Spec(name string, svcs map[string]Svc) *spec.Spec {
 			Version: Version(x.Build), Artifact: s.blobs[x.Build], Run: []string{"./bin/hello"},
 			Health: &spec.Health{HTTP: "http://127.0.0.1:${DCROLL_PORT}/healthz", Timeout: spec.Duration{Duration: time.Second},
 				MinHealthy: spec.Duration{Duration: or(x.MinHealthy, MinHealthy)}, Deadline: spec.Duration{Duration: or(x.Deadline, HealthDeadline)}},
-			Quorum: q, MaxParallel: mp, Settings: x.Settings,
+			Quorum: q, MaxParallel: mp, Settings: x.Settings, Canary: x.Canary,
 		}
 	}
 	for svc, x := range sp.Services {
