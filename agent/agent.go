@@ -286,8 +286,12 @@ func Run(ctx context.Context, cfg Config) error {
 // services booted from local state keep running meanwhile.
 func (rt *runtime) dial(ctx context.Context) *znodes.Conn {
 	for {
-		conn, err := znodes.Dial(ctx, znodes.Options{Servers: rt.cfg.ZK, Root: rt.cfg.Root,
-			SessionTimeout: rt.cfg.SessionTimeout, Logger: rt.base})
+		o := znodes.Options{Servers: rt.cfg.ZK, Root: rt.cfg.Root, SessionTimeout: rt.cfg.SessionTimeout, Logger: rt.base}
+		err := rt.cfg.zkSecurity().Apply(&o)
+		var conn *znodes.Conn
+		if err == nil {
+			conn, err = znodes.Dial(ctx, o)
+		}
 		if err == nil {
 			return conn
 		}

@@ -48,6 +48,9 @@ type Fetcher interface {
 //	services: [store, web]
 //	data_dir: /var/lib/dcroll/agent
 //	zk: zk1:2181,zk2:2181,zk3:2181
+//	zk_auth: /etc/dcroll/agent.cred   # first line user:password, mode 600
+//	zk_tls_ca: /etc/dcroll/zk-ca.pem  # TLS to ZooKeeper's secureClientPort
+//	trust: [/etc/dcroll/release.pub]  # accept only HEADs signed by these keys
 //	mlock_budget: 8GiB   # or 8GB, 8589934592; -1: do not lock
 //	poll_interval: 5s    # Go durations
 //	env:
@@ -70,6 +73,20 @@ type Config struct {
 	// SessionTimeout requested from ZooKeeper (default 10s). Durations in a
 	// config file are Go durations: "10s", "500ms", "1m30s".
 	SessionTimeout time.Duration `yaml:"session_timeout" json:"session_timeout"`
+	// ZKAuth is the agent's ZooKeeper digest credential file (first line
+	// user:password, mode 600); DCROLL_ZK_AUTH=user:password works too.
+	ZKAuth string `yaml:"zk_auth" json:"zk_auth,omitempty"`
+	// ZKTLSCA turns on TLS to ZooKeeper, trusting this CA bundle (PEM);
+	// ZKTLSCert and ZKTLSKey are the agent's client certificate and key.
+	ZKTLSCA   string `yaml:"zk_tls_ca" json:"zk_tls_ca,omitempty"`
+	ZKTLSCert string `yaml:"zk_tls_cert" json:"zk_tls_cert,omitempty"`
+	ZKTLSKey  string `yaml:"zk_tls_key" json:"zk_tls_key,omitempty"`
+	// Trust are the public keys (dcroll keygen's KEY.pub files) whose
+	// signatures on HEAD this agent accepts; with any, it refuses an
+	// unsigned HEAD, a bad signature, an unknown key and a replayed
+	// (lower-numbered) HEAD before downloading anything. Several keys:
+	// key rotation.
+	Trust []string `yaml:"trust" json:"trust,omitempty"`
 
 	// PeerListen is the BitTorrent listen address ip:port (port 0: any).
 	PeerListen string `yaml:"peer_listen" json:"peer_listen"`
@@ -191,10 +208,18 @@ func (c *Config) validate() error {
 	if c.ZK == "" {
 		errs = append(errs, errors.New("zk: required (host:port of ZooKeeper)"))
 	}
+	if err := c.zkSecurity().Apply(&znodes.Options{}); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("agent config: %w", err)
 	}
 	return os.MkdirAll(c.DataDir, 0o755)
+}
+
+// zkSecurity is the agent's ZooKeeper credentials and TLS files.
+func (c *Config) zkSecurity() znodes.Security {
+	return znodes.Security{AuthFile: c.ZKAuth, Auth: os.Getenv(znodes.EnvAuth), TLSCA: c.ZKTLSCA, TLSCert: c.ZKTLSCert, TLSKey: c.ZKTLSKey}
 }
 
 // envFor returns the extra environment of a service.

@@ -2,6 +2,7 @@ package znodes
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -73,6 +74,12 @@ type Options struct {
 	ACL []zk.ACL
 	// Clock drives the local expiry timer (default real time).
 	Clock Clock
+	// TLS, when set, wraps every connection to a server (its certificate
+	// and host name verified; see Security and LoadTLS).
+	TLS *tls.Config
+	// Auth are digest credentials (user:password) added to every session
+	// (the library sends them again after each reconnect).
+	Auth []string
 
 	// onState, if set, sees every state change (tests: no transition is
 	// missed, unlike polling State). Called with the Conn's lock held.
@@ -182,6 +189,13 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 		}
 		return nil, fmt.Errorf("%w at %s: no session within %s (%s)", ErrUnreachable, opts.Servers, opts.ConnectTimeout, UnreachableHint(opts.Servers))
 	}
+	for _, cred := range opts.Auth {
+		if err := conn.AddAuth("digest", []byte(cred)); err != nil {
+			c.Close()
+			user, _, _ := strings.Cut(cred, ":")
+			return nil, fmt.Errorf("zookeeper: authenticate as %s: %w", user, err)
+		}
+	}
 	c.wg.Add(1)
 	go c.reap()
 	return c, nil
@@ -204,6 +218,12 @@ func (c *Conn) dial(network, address string, timeout time.Duration) (net.Conn, e
 	nc, err := net.DialTimeout(network, address, timeout)
 	if err != nil {
 		return nil, err
+	}
+	if c.opts.TLS != nil {
+		if nc, err = dialTLS(nc, c.opts.TLS, address, timeout); err != nil {
+			c.log.Warn("zookeeper TLS", "server", address, "err", err)
+			return nil, err
+		}
 	}
 	return &sniffConn{Conn: nc, done: c.onHandshake}, nil
 }

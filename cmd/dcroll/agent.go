@@ -25,12 +25,19 @@ without it. A failed upgrade reverts this machine and halts the rollout.
 Services keep running when the agent exits or ZooKeeper is unreachable; a new
 agent adopts them. Configuration comes from --config (YAML, the fields of
 agent.Config by their yaml names: machine, rack, dc, services, data_dir, zk,
-root, session_timeout, peer_listen, http_addr, mlock_budget, env,
-poll_interval, health_interval, stop_grace, stop_services_on_exit), then
+root, session_timeout, zk_auth, zk_tls_ca, zk_tls_cert, zk_tls_key, trust,
+peer_listen, http_addr, mlock_budget, env, poll_interval, health_interval,
+stop_grace, stop_services_on_exit), then
 environment variables, then flags. Unknown fields are errors. Durations are Go
 durations (poll_interval: 5s); sizes (mlock_budget, --mlock-budget) are plain
 bytes, 8GiB/512MiB/64KiB (binary) or 8GB/512MB/64KB (decimal),
 case-insensitive.
+
+Signed releases: with --trust KEY.pub (repeatable) the agent runs only what
+a HEAD signed by one of those keys names (dcroll push --sign KEY); an
+unsigned, wrongly signed, unknown-key or replayed HEAD is refused before
+anything is downloaded, and the machine keeps running what it runs, with the
+reason in /status and the logs.
 
 Example (two services on one machine, each on its own port):
    dcroll agent --machine r1-m1 --rack r1 --dc par1 --service store --service web \
@@ -47,6 +54,7 @@ Example (two services on one machine, each on its own port):
 			&cli.StringFlag{Name: "mlock-budget", EnvVars: []string{"DCROLL_MLOCK_BUDGET"}, Usage: "max `SIZE` of data blobs kept mlocked: " + units.SizeForms + " (0: only RLIMIT_MEMLOCK applies; -1: do not lock)"},
 			&cli.StringSliceFlag{Name: "env", Usage: "`SERVICE:NAME=VALUE` for a service's environment (SERVICE * for all; repeat)"},
 			&cli.BoolFlag{Name: "stop-services-on-exit", Usage: "stop the services when the agent exits"},
+			&cli.StringSliceFlag{Name: "trust", EnvVars: []string{"DCROLL_TRUST"}, Usage: "accept only HEADs signed by the public key `KEY.pub` (dcroll keygen; repeat for key rotation)"},
 			sessionTimeoutFlag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -80,6 +88,13 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 	set("data-dir", &cfg.DataDir)
 	set("peer-listen", &cfg.PeerListen)
 	set("http", &cfg.HTTPAddr)
+	set("zk-auth", &cfg.ZKAuth)
+	set("zk-tls-ca", &cfg.ZKTLSCA)
+	set("zk-tls-cert", &cfg.ZKTLSCert)
+	set("zk-tls-key", &cfg.ZKTLSKey)
+	if t := c.StringSlice("trust"); len(t) > 0 {
+		cfg.Trust = t
+	}
 	if cfg.Machine == "" {
 		cfg.Machine, _ = os.Hostname()
 	}

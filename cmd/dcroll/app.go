@@ -109,6 +109,10 @@ Shell completion: source <(dcroll completion bash).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "zk", Value: "127.0.0.1:2181", EnvVars: []string{"DCROLL_ZK"}, Usage: "ZooKeeper connect string `HOST:PORT[,HOST:PORT...]`"},
 			&cli.StringFlag{Name: "root", Value: znodes.DefaultRoot, EnvVars: []string{"DCROLL_ROOT"}, Usage: "root `ZNODE` of this data center"},
+			&cli.StringFlag{Name: "zk-auth", EnvVars: []string{"DCROLL_ZK_AUTH_FILE"}, Usage: "digest credential `FILE` (first line user:password, mode 600) for ZooKeeper; or set DCROLL_ZK_AUTH=user:password"},
+			&cli.StringFlag{Name: "zk-tls-ca", EnvVars: []string{"DCROLL_ZK_TLS_CA"}, Usage: "connect to ZooKeeper over TLS, trusting the CA bundle `PEM` (the servers' secureClientPort)"},
+			&cli.StringFlag{Name: "zk-tls-cert", EnvVars: []string{"DCROLL_ZK_TLS_CERT"}, Usage: "client certificate `PEM` for ZooKeeper TLS (with --zk-tls-key)"},
+			&cli.StringFlag{Name: "zk-tls-key", EnvVars: []string{"DCROLL_ZK_TLS_KEY"}, Usage: "client key `PEM` for ZooKeeper TLS"},
 			&cli.DurationFlag{Name: "zk-timeout", Value: 5 * time.Second, EnvVars: []string{"DCROLL_ZK_TIMEOUT"}, Usage: "how long to wait for a ZooKeeper session before giving up"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"DCROLL_LOG_LEVEL"}, Usage: "`LEVEL`: " + strings.Join(logLevels, ", "),
 				Action: oneOf("log-level", logLevels)},
@@ -173,7 +177,7 @@ func commands() []*cli.Command {
 	cmds = append(cmds, planCommand())
 	cmds = append(cmds, statusCommands()...)
 	cmds = append(cmds, agentCommand(), blobCommand(), originCommand(), coordinatorCommand())
-	cmds = append(cmds, machineCommand(), badCommand())
+	cmds = append(cmds, machineCommand(), badCommand(), dashboardCommand())
 	cmds = append(cmds, extraCommands()...)
 	cmds = append(cmds, completionCommand(), versionCommand())
 	return cmds
@@ -206,15 +210,32 @@ func quietLogger(c *cli.Context) *slog.Logger {
 
 // dial connects to ZooKeeper with the global flags.
 func dial(c *cli.Context) (*znodes.Conn, error) {
-	if err := probeZK(c.String("zk"), c.Duration("zk-timeout")); err != nil {
-		return nil, err
-	}
-	return znodes.Dial(c.Context, znodes.Options{
+	return dialWith(c, quietLogger(c), 0)
+}
+
+// zkSecurity is the global flags' ZooKeeper credentials and TLS files.
+func zkSecurity(c *cli.Context) znodes.Security {
+	return znodes.Security{AuthFile: c.String("zk-auth"), Auth: os.Getenv(znodes.EnvAuth),
+		TLSCA: c.String("zk-tls-ca"), TLSCert: c.String("zk-tls-cert"), TLSKey: c.String("zk-tls-key")}
+}
+
+// dialWith connects with the global flags, log and a session timeout (0:
+// the default).
+func dialWith(c *cli.Context, log *slog.Logger, sessionTimeout time.Duration) (*znodes.Conn, error) {
+	o := znodes.Options{
 		Servers:        c.String("zk"),
 		Root:           c.String("root"),
 		ConnectTimeout: c.Duration("zk-timeout"),
-		Logger:         quietLogger(c),
-	})
+		SessionTimeout: sessionTimeout,
+		Logger:         log,
+	}
+	if err := zkSecurity(c).Apply(&o); err != nil {
+		return nil, err
+	}
+	if err := probeZK(c.String("zk"), c.Duration("zk-timeout")); err != nil {
+		return nil, err
+	}
+	return znodes.Dial(c.Context, o)
 }
 
 // probeZK dials every server of the connect string once so that nobody

@@ -254,12 +254,18 @@ func (a *App) zkNames(ctx context.Context, globals map[string]string, list func(
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*completionZKTimeout)
 	defer cancel()
-	conn, err := znodes.Dial(ctx, znodes.Options{
+	o := znodes.Options{
 		Servers:        servers,
 		Root:           setting("root"),
 		ConnectTimeout: completionZKTimeout,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	sec := znodes.Security{AuthFile: setting("zk-auth"), Auth: os.Getenv(znodes.EnvAuth),
+		TLSCA: setting("zk-tls-ca"), TLSCert: setting("zk-tls-cert"), TLSKey: setting("zk-tls-key")}
+	if sec.Apply(&o) != nil {
+		return nil
+	}
+	conn, err := znodes.Dial(ctx, o)
 	if err != nil {
 		return nil
 	}

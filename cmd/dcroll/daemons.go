@@ -13,13 +13,7 @@ import (
 
 // daemonConn dials with the daemon's session timeout and its logger.
 func daemonConn(c *cli.Context) (*znodes.Conn, error) {
-	return znodes.Dial(c.Context, znodes.Options{
-		Servers:        c.String("zk"),
-		Root:           c.String("root"),
-		ConnectTimeout: c.Duration("zk-timeout"),
-		SessionTimeout: c.Duration("session-timeout"),
-		Logger:         logger(c),
-	})
+	return dialWith(c, logger(c), c.Duration("session-timeout"))
 }
 
 func sessionTimeoutFlag() *cli.DurationFlag {

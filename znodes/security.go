@@ -1,0 +1,157 @@
+package znodes
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+// Security is how a client proves who it is to ZooKeeper and protects
+// the connection: digest credentials (a file, or the DCROLL_ZK_AUTH
+// environment variable; never a command-line argument, which every user
+// of the machine can read in ps) and TLS to the servers' secureClientPort.
+// The zero Security is an anonymous plain-TCP client.
+type Security struct {
+	// AuthFile holds a digest credential on its first line, user:password.
+	// It is refused when its group or others may read it.
+	AuthFile string
+	// Auth is a credential given directly (user:password), from the
+	// environment.
+	Auth string
+	// TLSCA is the PEM bundle the servers' certificates must chain to;
+	// setting it turns TLS on. TLSCert and TLSKey are the client's own
+	// certificate and key (PEM), for servers that require one.
+	TLSCA, TLSCert, TLSKey string
+}
+
+// EnvAuth is the environment variable a digest credential may come from.
+const EnvAuth = "DCROLL_ZK_AUTH"
+
+// Apply loads the credentials and TLS configuration into o.
+func (s Security) Apply(o *Options) error {
+	if s.AuthFile != "" {
+		cred, err := ReadCredentialFile(s.AuthFile)
+		if err != nil {
+			return err
+		}
+		o.Auth = append(o.Auth, cred)
+	}
+	if s.Auth != "" {
+		cred, err := ParseCredential(s.Auth)
+		if err != nil {
+			return fmt.Errorf("%s: %w", EnvAuth, err)
+		}
+		o.Auth = append(o.Auth, cred)
+	}
+	if s.TLSCA == "" {
+		if s.TLSCert != "" || s.TLSKey != "" {
+			return errors.New("zookeeper TLS: a client certificate needs --zk-tls-ca too (the CA the servers' certificates chain to)")
+		}
+		return nil
+	}
+	cfg, err := LoadTLS(s.TLSCA, s.TLSCert, s.TLSKey)
+	if err != nil {
+		return err
+	}
+	o.TLS = cfg
+	return nil
+}
+
+// ReadCredentialFile reads a digest credential file: its first line is
+// user:password. The file must not be readable by group or others.
+func ReadCredentialFile(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("zookeeper credentials: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("zookeeper credentials %s: mode %04o lets other users read it: chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("zookeeper credentials: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	if !sc.Scan() {
+		if err := sc.Err(); err != nil {
+			return "", fmt.Errorf("zookeeper credentials %s: %w", path, err)
+		}
+		return "", fmt.Errorf("zookeeper credentials %s: empty; its first line must be user:password", path)
+	}
+	cred, err := ParseCredential(sc.Text())
+	if err != nil {
+		return "", fmt.Errorf("zookeeper credentials %s: %w", path, err)
+	}
+	return cred, nil
+}
+
+// ParseCredential checks a user:password digest credential.
+func ParseCredential(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	user, pass, ok := strings.Cut(s, ":")
+	if !ok || user == "" || pass == "" {
+		return "", errors.New("want user:password")
+	}
+	return s, nil
+}
+
+// LoadTLS builds the client TLS configuration: server certificates must
+// chain to the CA bundle at ca and name the host dialed (no skip-verify);
+// cert and key, when given, are the client's certificate for servers that
+// require client authentication.
+func LoadTLS(ca, cert, key string) (*tls.Config, error) {
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return nil, fmt.Errorf("zookeeper TLS CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("zookeeper TLS CA %s: no PEM certificate in it", ca)
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	switch {
+	case cert != "" && key != "":
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("zookeeper TLS client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	case cert != "" || key != "":
+		return nil, errors.New("zookeeper TLS: give both --zk-tls-cert and --zk-tls-key, or neither")
+	}
+	return cfg, nil
+}
+
+// dialTLS wraps a dialed connection in TLS, verifying the server's
+// certificate against the host name of address, within timeout.
+func dialTLS(nc net.Conn, cfg *tls.Config, address string, timeout time.Duration) (net.Conn, error) {
+	c := cfg.Clone()
+	if c.ServerName == "" {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			host = address
+		}
+		c.ServerName = host
+	}
+	tc := tls.Client(nc, c)
+	if err := tc.SetDeadline(time.Now().Add(timeout)); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := tc.Handshake(); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("zookeeper TLS handshake with %s: %w", address, err)
+	}
+	if err := tc.SetDeadline(time.Time{}); err != nil {
+		tc.Close()
+		return nil, err
+	}
+	return tc, nil
+}
