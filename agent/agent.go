@@ -30,6 +30,8 @@ type runtime struct {
 	log     *slog.Logger
 	base    *slog.Logger
 	metrics *metrics
+	// gate accepts or refuses HEAD (Config.Trust); it has its own lock.
+	gate *headGate
 
 	mu       sync.Mutex
 	f        Fetcher
@@ -67,9 +69,8 @@ func (rt *runtime) loadSpec(c *znodes.Conn, id string) (*spec.Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load spec %s: %w", spec.ShortID(id), err)
 	}
-	sp, err = spec.FromCanonical(b)
-	if err != nil {
-		return nil, fmt.Errorf("load spec %s: %w", spec.ShortID(id), err)
+	if sp, err = spec.FromStored(id, b); err != nil {
+		return nil, err
 	}
 	rt.mu.Lock()
 	rt.specs[id] = sp
@@ -148,7 +149,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	base := cfg.Logger.With("machine", cfg.Machine)
-	rt := &runtime{cfg: cfg, log: base.With("component", "agent"), base: base,
+	gate, err := newHeadGate(cfg)
+	if err != nil {
+		return err
+	}
+	rt := &runtime{cfg: cfg, log: base.With("component", "agent"), base: base, gate: gate,
 		metrics: newMetrics(), specs: map[string]*spec.Spec{}, started: cfg.Clock.Now()}
 	rt.metrics.register(rt)
 	for _, s := range cfg.Services {

@@ -160,6 +160,9 @@ type Snapshot struct {
 
 	Local Local
 
+	// HeadRefused says why HEAD was refused (Config.Trust: unsigned, bad
+	// signature, untrusted key, replayed); HeadID and Head are then empty.
+	HeadRefused string
 	// HeadID is HEAD's spec id ("" when there is no HEAD yet).
 	HeadID string
 	// PrevID is the spec HEAD pointed to before (Head.Prev), where an
@@ -245,6 +248,9 @@ func Decide(s Snapshot) Decision {
 			return Decision{Action: ClearDown, Reason: "step over (" + orDefault(myDown.Kind, StepUpgrade) + " " + orNone(myDown.To) + "); clear the step record"}
 		}
 		return Decision{Action: Wait, Reason: "own step record present; waiting for the service to be healthy (or for dcroll machine clear)"}
+	}
+	if s.HeadRefused != "" {
+		return Decision{Action: Wait, Reason: "HEAD refused, running what runs: " + s.HeadRefused}
 	}
 	if s.HeadID == "" {
 		return Decision{Action: Wait, Reason: "no HEAD spec yet (dcroll push)"}

@@ -272,6 +272,10 @@ func TestDecide(t *testing.T) {
 		{"absent member in the other rack blocks: wait", all(absent("m4"), maxPar(2)), Wait, "v2", "one rack at a time: rack r2 has m4 absent", ""},
 		{"stopped peer is unavailable: wait", stopped("m2"), Wait, "v2", "m2 stopped", ""},
 
+		// A HEAD refused by the trust gate: nothing moves, the reason says why.
+		{"HEAD refused: wait", func(s *Snapshot) { s.HeadRefused = "HEAD is not signed (spec abc, seq 3)" },
+			Wait, "", "HEAD refused, running what runs: HEAD is not signed", ""},
+
 		// Canary phase (one canary, bake 10m).
 		{"canary: none out yet: go", canary(1, 10*time.Minute), SpendAndStep, "v2", "upgrade v1 -> v2", ""},
 		{"canary: one mid-step in the entry: wait", all(canary(1, 10*time.Minute), maxPar(2), func(s *Snapshot) {

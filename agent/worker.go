@@ -661,6 +661,12 @@ func (w *worker) read() (Snapshot, meta, error) {
 		if err := znodes.Decode(b, &h); err != nil {
 			return snap, m, fmt.Errorf("read head: %w", err)
 		}
+		if err := w.rt.gate.check(&h); err != nil {
+			// Refused before anything of it is read or fetched: the
+			// machine keeps running what it runs.
+			snap.HeadRefused = err.Error()
+			break
+		}
 		sp, err := w.rt.loadSpec(c, h.SpecID)
 		if err != nil {
 			return snap, m, err

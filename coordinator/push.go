@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"dcroll/internal/sign"
 	"dcroll/spec"
 	"dcroll/znodes"
 )
@@ -59,6 +60,11 @@ type PushOptions struct {
 	// for no HEAD yet. It lets a reviewed plan (dcroll plan) be applied
 	// as planned: the check is on the HEAD the transaction is fenced on.
 	IfHead string
+	// Signer, when set, signs the new HEAD (spec id and sequence number)
+	// for agents started with --trust. Pushing the spec HEAD already
+	// names with a Signer whose signature HEAD lacks re-signs HEAD (a
+	// higher sequence, same spec): how a running fleet starts signing.
+	Signer *sign.Signer
 	// By names who moved HEAD (default user@host).
 	By string
 	// Now is the clock (default time.Now).
@@ -108,6 +114,12 @@ type PushResult struct {
 	SupersededHalts []SupersededHalt `json:"superseded_halts,omitempty"`
 	// Forced are the /dc/bad keys pushed past with Force (and deleted).
 	Forced []string `json:"forced,omitempty"`
+	// Seq is the new HEAD's sequence number, KeyID the key that signed it
+	// ("": unsigned); Resigned: HEAD already named the spec and was only
+	// signed again.
+	Seq      uint64 `json:"seq,omitempty"`
+	KeyID    string `json:"key_id,omitempty"`
+	Resigned bool   `json:"resigned,omitempty"`
 	// Night is the night plan (PlanNight) that dcroll push --dry-run
 	// prints with the result; nil otherwise.
 	Night *NightPlan `json:"night,omitempty"`
@@ -156,6 +168,9 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 		res.PrevID = head.SpecID
 		if head.SpecID == id {
 			res.Unchanged = true
+			if o.Signer != nil && !o.DryRun && (head.Signature == nil || head.Signature.KeyID != o.Signer.KeyID()) {
+				return resign(c, head, headStat, o, res)
+			}
 			return res, nil
 		}
 		if cur, err = LoadSpec(c, head.SpecID); err != nil {
@@ -220,7 +235,15 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 	if !specExists {
 		ops = append(ops, c.CreateOp(p.Spec(id), sp.Canonical(), 0))
 	}
-	newHead := &znodes.Head{SpecID: id, Name: sp.Name, By: o.By, At: now, Action: o.action}
+	newHead := &znodes.Head{SpecID: id, Name: sp.Name, By: o.By, At: now, Action: o.action, Seq: 1}
+	if head != nil {
+		newHead.Seq = head.Seq + 1
+	}
+	if o.Signer != nil {
+		newHead.Signature = o.Signer.Sign(p.Root, id, newHead.Seq)
+		res.KeyID = o.Signer.KeyID()
+	}
+	res.Seq = newHead.Seq
 	if head != nil {
 		newHead.Prev = head.SpecID
 		ops = append(ops, &zk.SetDataRequest{Path: p.Head(), Data: znodes.MustEncode(newHead), Version: headStat.Version})
@@ -435,6 +458,23 @@ func missingBudgets(c *znodes.Conn, sp *spec.Spec, now time.Time) ([]any, error)
 		}
 	}
 	return ops, nil
+}
+
+// resign writes HEAD again with the next sequence number, signed by
+// o.Signer, fenced on the HEAD version read: nothing else changes.
+func resign(c *znodes.Conn, head *znodes.Head, st *zk.Stat, o PushOptions, res *PushResult) (*PushResult, error) {
+	h := *head
+	h.Seq++
+	h.Signature = o.Signer.Sign(c.Paths().Root, h.SpecID, h.Seq)
+	h.By, h.At = o.By, o.Now().UTC()
+	if _, err := c.ZK().Set(c.Paths().Head(), znodes.MustEncode(&h), st.Version); err != nil {
+		if errors.Is(err, zk.ErrBadVersion) {
+			return nil, fmt.Errorf("%w: HEAD moved while signing it; nothing was changed, run it again", ErrConcurrentPush)
+		}
+		return nil, fmt.Errorf("sign HEAD: %w", err)
+	}
+	res.Resigned, res.Seq, res.KeyID = true, h.Seq, o.Signer.KeyID()
+	return res, nil
 }
 
 // Rollback moves HEAD to spec toID (the previous HEAD when empty) through

@@ -37,14 +37,7 @@ func LoadSpec(c *znodes.Conn, id string) (*spec.Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load spec %s: %w", spec.ShortID(id), err)
 	}
-	sp, err := spec.FromCanonical(b)
-	if err != nil {
-		return nil, fmt.Errorf("load spec %s: %w", spec.ShortID(id), err)
-	}
-	if got := sp.ID(); got != id {
-		return nil, fmt.Errorf("load spec %s: content hashes to %s: the stored spec was altered", spec.ShortID(id), spec.ShortID(got))
-	}
-	return sp, nil
+	return spec.FromStored(id, b)
 }
 
 // ResolveSpecID expands a unique prefix (at least 4 hex digits) of a stored spec id.

@@ -89,3 +89,17 @@ func schemaMsg(v int) string {
 	}
 	return fmt.Sprintf("unsupported schema %d (this dcroll reads schema %d)", v, SchemaVersion)
 }
+
+// FromStored decodes a stored spec (the canonical form at /dc/specs/id)
+// and checks that it hashes to id: a spec altered in ZooKeeper is refused,
+// never run. Every reader of stored specs uses it.
+func FromStored(id string, b []byte) (*Spec, error) {
+	sp, err := FromCanonical(b)
+	if err != nil {
+		return nil, fmt.Errorf("load spec %s: %w", ShortID(id), err)
+	}
+	if got := sp.ID(); got != id {
+		return nil, fmt.Errorf("load spec %s: content hashes to %s: the stored spec was altered", ShortID(id), ShortID(got))
+	}
+	return sp, nil
+}

@@ -44,6 +44,22 @@ type Head struct {
 	By     string    `json:"by"`             // user@host that moved it
 	At     time.Time `json:"at"`
 	Action string    `json:"action"` // push or rollback
+	// Seq numbers HEAD moves: every push and rollback writes the previous
+	// Seq + 1, so a signed HEAD cannot be replayed later by writing an
+	// older one back (agents remember the highest they accepted).
+	Seq uint64 `json:"seq,omitempty"`
+	// Signature signs SpecID and Seq (dcroll push --sign); agents with
+	// --trust refuse a HEAD without a valid one.
+	Signature *HeadSignature `json:"signature,omitempty"`
+}
+
+// HeadSignature is an ed25519 signature of a HEAD (see package
+// dcroll/internal/sign for the signed message).
+type HeadSignature struct {
+	// KeyID names the public key: the first 16 hex digits of its sha256.
+	KeyID string `json:"key_id"`
+	// Sig is the signature (base64 in JSON).
+	Sig []byte `json:"sig"`
 }
 
 // HistoryEntry records one HEAD move under Paths.History.

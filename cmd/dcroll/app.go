@@ -177,7 +177,7 @@ func commands() []*cli.Command {
 	cmds = append(cmds, planCommand())
 	cmds = append(cmds, statusCommands()...)
 	cmds = append(cmds, agentCommand(), blobCommand(), originCommand(), coordinatorCommand())
-	cmds = append(cmds, machineCommand(), badCommand(), dashboardCommand())
+	cmds = append(cmds, machineCommand(), badCommand(), dashboardCommand(), keygenCommand())
 	cmds = append(cmds, extraCommands()...)
 	cmds = append(cmds, completionCommand(), versionCommand())
 	return cmds

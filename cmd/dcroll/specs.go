@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"dcroll/coordinator"
+	"dcroll/internal/sign"
 	"dcroll/spec"
 	"dcroll/znodes"
 )
@@ -42,17 +43,24 @@ A push is also refused (and --dry-run says so) when:
 --dry-run prints the night plan of dcroll plan (batches, timing, warnings),
 then what the push would write.
 
+--sign KEY signs the new HEAD (its spec id and sequence number) with a key
+from dcroll keygen; agents started with --trust KEY.pub run nothing else.
+Pushing the spec HEAD already names with --sign signs HEAD again (how a
+running fleet starts requiring signatures). DCROLL_SIGN_KEY works too.
+
 Examples:
    dcroll push --dry-run nightly.yaml   # print the plan, write nothing
    dcroll push nightly.yaml
    dcroll push --if-head 3f2a9c nightly.yaml   # only if HEAD is still 3f2a9c (see dcroll plan)
    dcroll push --supersede hotfix.yaml  # replace the unfinished rollout
-   dcroll push --supersede --force nightly.yaml   # retry a build that halted`,
+   dcroll push --supersede --force nightly.yaml   # retry a build that halted
+   dcroll push --sign ~/.dcroll/release.key nightly.yaml`,
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"},
 				&cli.BoolFlag{Name: "supersede", Usage: "replace an unfinished rollout's queue"},
 				&cli.StringFlag{Name: "if-head", Usage: "refuse unless HEAD is `ID` (4+ hex digits, or none): apply a reviewed dcroll plan"},
 				forceFlag(),
+				signFlag(),
 				jsonFlag(),
 			},
 			Action: func(c *cli.Context) error {
@@ -68,6 +76,10 @@ Examples:
 				if err != nil {
 					return err
 				}
+				signer, err := loadSigner(c)
+				if err != nil {
+					return err
+				}
 				return movePointer(c, func(conn *znodes.Conn) (*coordinator.PushResult, error) {
 					var night *coordinator.NightPlan
 					if c.Bool("dry-run") {
@@ -78,7 +90,7 @@ Examples:
 							printDryRunPlan(c.App.Writer, night)
 						}
 					}
-					res, err := coordinator.Push(c.Context, conn, sp, coordinator.PushOptions{DryRun: c.Bool("dry-run"), Supersede: c.Bool("supersede"), Force: c.Bool("force"), IfHead: c.String("if-head")})
+					res, err := coordinator.Push(c.Context, conn, sp, coordinator.PushOptions{DryRun: c.Bool("dry-run"), Supersede: c.Bool("supersede"), Force: c.Bool("force"), IfHead: c.String("if-head"), Signer: signer})
 					if res != nil {
 						res.Night = night
 					}
@@ -98,17 +110,25 @@ SPEC_ID may be a unique prefix of at least 4 hex digits (see dcroll history).
 Rolling back to a spec whose build halted a rollout (dcroll bad list) is
 refused like a push; --force tries it again.
 
+A rollback signed with --sign is a new HEAD with a higher sequence number
+that names the old spec: agents started with --trust accept it, and refuse
+the old signed HEAD itself if someone writes it back (a replay).
+
 Examples:
    dcroll rollback              # HEAD back to the previous spec
    dcroll rollback 3f2a9c       # to a spec of dcroll history
    dcroll rollback --force 3f2a9c`,
-			Flags: []cli.Flag{jsonFlag(), &cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"}, forceFlag()},
+			Flags: []cli.Flag{jsonFlag(), &cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and write nothing"}, forceFlag(), signFlag()},
 			Action: func(c *cli.Context) error {
 				if err := needArgs(c, 0, 1, "at most one spec id"); err != nil {
 					return err
 				}
+				signer, err := loadSigner(c)
+				if err != nil {
+					return err
+				}
 				return movePointer(c, func(conn *znodes.Conn) (*coordinator.PushResult, error) {
-					return coordinator.Rollback(c.Context, conn, c.Args().First(), coordinator.PushOptions{DryRun: c.Bool("dry-run"), Force: c.Bool("force")})
+					return coordinator.Rollback(c.Context, conn, c.Args().First(), coordinator.PushOptions{DryRun: c.Bool("dry-run"), Force: c.Bool("force"), Signer: signer})
 				})
 			},
 		},
@@ -211,6 +231,18 @@ Examples:
 	}
 }
 
+func signFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "sign", EnvVars: []string{"DCROLL_SIGN_KEY"}, Usage: "sign the new HEAD with the private `KEY` of dcroll keygen (agents with --trust require it)"}
+}
+
+// loadSigner reads --sign's key (nil without --sign).
+func loadSigner(c *cli.Context) (*sign.Signer, error) {
+	if c.String("sign") == "" {
+		return nil, nil
+	}
+	return sign.LoadSigner(c.String("sign"))
+}
+
 func forceFlag() *cli.BoolFlag {
 	return &cli.BoolFlag{Name: "force", Usage: "push past builds that halted a rollout (dcroll bad list), deleting their records; a halted service pushed again with the same build is not kept halted"}
 }
@@ -239,6 +271,9 @@ func dash(s string) string {
 
 func printPush(w io.Writer, res *coordinator.PushResult) {
 	switch {
+	case res.Resigned:
+		fmt.Fprintf(w, "HEAD %s (%s) signed again: seq %d, key %s\n", spec.ShortID(res.SpecID), res.Name, res.Seq, res.KeyID)
+		return
 	case res.Unchanged:
 		fmt.Fprintf(w, "HEAD already points to %s (%s): nothing to do\n", spec.ShortID(res.SpecID), res.Name)
 		return
@@ -246,6 +281,9 @@ func printPush(w io.Writer, res *coordinator.PushResult) {
 		fmt.Fprintf(w, "dry run: %s would move HEAD %s -> %s (%s)\n", res.Action, dash(spec.ShortID(res.PrevID)), spec.ShortID(res.SpecID), res.Name)
 	default:
 		fmt.Fprintf(w, "%s: HEAD %s -> %s (%s)\n", res.Action, dash(spec.ShortID(res.PrevID)), spec.ShortID(res.SpecID), res.Name)
+	}
+	if res.KeyID != "" {
+		fmt.Fprintf(w, "signed with key %s (HEAD seq %d)\n", res.KeyID, res.Seq)
 	}
 	if res.Superseded {
 		fmt.Fprintln(w, "the unfinished rollout is superseded")
