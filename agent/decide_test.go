@@ -172,7 +172,9 @@ func all(mods ...func(*Snapshot)) func(*Snapshot) {
 
 // canary gives HEAD's service a canary phase.
 func canary(machines int, bake time.Duration) func(*Snapshot) {
-	return func(s *Snapshot) { s.Head.Canary = &spec.Canary{Machines: machines, Bake: spec.Duration{Duration: bake}} }
+	return func(s *Snapshot) {
+		s.Head.Canary = &spec.Canary{Machines: machines, Bake: spec.Duration{Duration: bake}}
+	}
 }
 
 // doneWith makes machines run v2 from new, healthy: done with the entry.

@@ -668,6 +668,10 @@ func (w *worker) read() (Snapshot, meta, error) {
 			break
 		}
 		sp, err := w.rt.loadSpec(c, h.SpecID)
+		if errors.Is(err, spec.ErrAltered) {
+			snap.HeadRefused = err.Error() // whoever altered it cannot make anything run
+			break
+		}
 		if err != nil {
 			return snap, m, err
 		}

@@ -235,10 +235,7 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 	if !specExists {
 		ops = append(ops, c.CreateOp(p.Spec(id), sp.Canonical(), 0))
 	}
-	newHead := &znodes.Head{SpecID: id, Name: sp.Name, By: o.By, At: now, Action: o.action, Seq: 1}
-	if head != nil {
-		newHead.Seq = head.Seq + 1
-	}
+	newHead := &znodes.Head{SpecID: id, Name: sp.Name, By: o.By, At: now, Action: o.action, Seq: nextSeq(head, now)}
 	if o.Signer != nil {
 		newHead.Signature = o.Signer.Sign(p.Root, id, newHead.Seq)
 		res.KeyID = o.Signer.KeyID()
@@ -460,11 +457,25 @@ func missingBudgets(c *znodes.Conn, sp *spec.Spec, now time.Time) ([]any, error)
 	return ops, nil
 }
 
+// nextSeq numbers the HEAD that replaces head: above head's, and at least
+// the time in milliseconds. The clock part matters when someone with write
+// access lowered HEAD's number (writing an old signed HEAD back): agents
+// refuse that replay, and the next real push must still be numbered above
+// everything they accepted, which were all numbered by earlier pushes'
+// clocks.
+func nextSeq(head *znodes.Head, now time.Time) uint64 {
+	seq := uint64(max(now.UnixMilli(), 1))
+	if head != nil && head.Seq >= seq {
+		seq = head.Seq + 1
+	}
+	return seq
+}
+
 // resign writes HEAD again with the next sequence number, signed by
 // o.Signer, fenced on the HEAD version read: nothing else changes.
 func resign(c *znodes.Conn, head *znodes.Head, st *zk.Stat, o PushOptions, res *PushResult) (*PushResult, error) {
 	h := *head
-	h.Seq++
+	h.Seq = nextSeq(head, o.Now())
 	h.Signature = o.Signer.Sign(c.Paths().Root, h.SpecID, h.Seq)
 	h.By, h.At = o.By, o.Now().UTC()
 	if _, err := c.ZK().Set(c.Paths().Head(), znodes.MustEncode(&h), st.Version); err != nil {

@@ -90,6 +90,9 @@ func schemaMsg(v int) string {
 	return fmt.Sprintf("unsupported schema %d (this dcroll reads schema %d)", v, SchemaVersion)
 }
 
+// ErrAltered: a stored spec's content does not hash to its id.
+var ErrAltered = errors.New("the stored spec was altered")
+
 // FromStored decodes a stored spec (the canonical form at /dc/specs/id)
 // and checks that it hashes to id: a spec altered in ZooKeeper is refused,
 // never run. Every reader of stored specs uses it.
@@ -99,7 +102,7 @@ func FromStored(id string, b []byte) (*Spec, error) {
 		return nil, fmt.Errorf("load spec %s: %w", ShortID(id), err)
 	}
 	if got := sp.ID(); got != id {
-		return nil, fmt.Errorf("load spec %s: content hashes to %s: the stored spec was altered", ShortID(id), ShortID(got))
+		return nil, fmt.Errorf("load spec %s: content hashes to %s: %w", ShortID(id), ShortID(got), ErrAltered)
 	}
 	return sp, nil
 }

@@ -44,9 +44,10 @@ type Head struct {
 	By     string    `json:"by"`             // user@host that moved it
 	At     time.Time `json:"at"`
 	Action string    `json:"action"` // push or rollback
-	// Seq numbers HEAD moves: every push and rollback writes the previous
-	// Seq + 1, so a signed HEAD cannot be replayed later by writing an
-	// older one back (agents remember the highest they accepted).
+	// Seq numbers HEAD moves: every push and rollback writes a higher
+	// one (above the previous, and at least the pusher's clock in
+	// milliseconds), so a signed HEAD cannot be replayed later by writing
+	// an older one back (agents remember the highest they accepted).
 	Seq uint64 `json:"seq,omitempty"`
 	// Signature signs SpecID and Seq (dcroll push --sign); agents with
 	// --trust refuse a HEAD without a valid one.

@@ -27,6 +27,7 @@ import (
 	"dcroll/integration/checker"
 	"dcroll/integration/zkserver"
 	"dcroll/integration/zktest"
+	"dcroll/internal/sign"
 	"dcroll/spec"
 	"dcroll/znodes"
 )
@@ -216,6 +217,10 @@ type Options struct {
 	// Racks places the scenario's machines (machine -> rack); default
 	// Racks, the five machines of the fault matrix.
 	Racks map[string]string
+	// Trust are public key files every agent trusts (agent --trust): it
+	// then runs only signed HEADs. Signer signs Bootstrap's push.
+	Trust  []string
+	Signer *sign.Signer
 }
 
 // Scenario is one row's world: its own root znode, origin, five agent
@@ -377,7 +382,7 @@ func (s *Scenario) Bootstrap() string {
 	for _, name := range sortedKeys(s.Machines) {
 		s.Machines[name].Start()
 	}
-	id := s.MustPush(s.Spec("v1", map[string]Svc{"store": {Build: "v1"}, "web": {Build: "v1"}}), coordinator.PushOptions{})
+	id := s.MustPush(s.Spec("v1", map[string]Svc{"store": {Build: "v1"}, "web": {Build: "v1"}}), coordinator.PushOptions{Signer: s.opts.Signer})
 	s.WaitCompleted(Converge)
 	s.WaitServing(30*time.Second, map[string]string{"store": Version("v1"), "web": Version("v1")})
 	s.Mark("bootstrapped")
@@ -971,6 +976,12 @@ func (m *Machine) configYAML() []byte {
 	fmt.Fprintf(&b, "poll_interval: %s\nhealth_interval: %s\nstop_grace: %s\nservices:\n", pollInterval, healthInterval, stopGrace)
 	for _, svc := range Services {
 		fmt.Fprintf(&b, "  - %s\n", svc)
+	}
+	if len(m.s.opts.Trust) > 0 {
+		b.WriteString("trust:\n")
+		for _, k := range m.s.opts.Trust {
+			fmt.Fprintf(&b, "  - %q\n", k)
+		}
 	}
 	fmt.Fprintf(&b, "env:\n  \"*\":\n    - %q\n", "HELLO_EVENT_LOG="+m.s.EventLog)
 	for _, svc := range Services {
