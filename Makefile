@@ -20,12 +20,14 @@ vet:
 
 # make test: vet plus every test, including integration tests against a
 # real ZooKeeper and real agent processes.
-# The fault matrix runs after the other packages, alone: its scenarios
-# time health deadlines of real processes, which two cores shared with the
-# rest of the suite would stretch.
+# The fault matrix (with the ETA and signed-HEAD tests) and the dashboard's
+# browser tests run after the other packages, one package at a time: their
+# scenarios time health deadlines of real processes, which two cores
+# shared with the rest of the suite would stretch.
+SERIAL := ./integration/faults/ ./integration/dashboard/
 test: deps vet
-	$(GO) test $(TESTFLAGS) $$($(GO) list $(PKGS) | grep -v /integration/faults)
-	$(GO) test $(TESTFLAGS) ./integration/faults/
+	$(GO) test $(TESTFLAGS) $$($(GO) list $(PKGS) | grep -v -e /integration/faults -e /integration/dashboard)
+	$(GO) test $(TESTFLAGS) -p 1 $(SERIAL)
 
 test-short:
 	$(GO) test -short $(PKGS)

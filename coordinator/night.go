@@ -448,7 +448,7 @@ type cachedFleet struct {
 	at time.Time
 }
 
-const fleetRefresh = 10 * time.Second
+const fleetRefresh = 5 * time.Second
 
 func newNightWriter(c *znodes.Conn, by string) *nightWriter {
 	return &nightWriter{c: c, by: by, steps: map[string]znodes.StepStat{}, fleets: map[string]cachedFleet{}}
