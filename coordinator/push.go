@@ -86,6 +86,9 @@ func (o *PushOptions) defaults() {
 	}
 }
 
+// WhoAmI names the operator for records: user@host.
+func WhoAmI() string { return whoAmI() }
+
 func whoAmI() string {
 	name := "unknown"
 	if u, err := user.Current(); err == nil {

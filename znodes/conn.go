@@ -142,6 +142,7 @@ type Conn struct {
 		timeout time.Duration
 		id      int64
 	}
+	acl     *ACLTable     // the tree's identities (nil: open tree), read at Dial
 	orphans []orphan      // abandoned ephemerals to delete, see reap.go
 	kick    chan struct{} // wakes the reaper
 	done    chan struct{} // closed by Close
@@ -196,6 +197,12 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 			return nil, fmt.Errorf("zookeeper: authenticate as %s: %w", user, err)
 		}
 	}
+	acl, err := c.loadACLTable()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("zookeeper: %w", err)
+	}
+	c.acl = acl
 	c.wg.Add(1)
 	go c.reap()
 	return c, nil

@@ -13,9 +13,15 @@ import (
 )
 
 // ACLFor returns the ACL of a node created at p. Every create in dcroll goes
-// through Create, CreateOp or CreateProtected, so per-path ACLs (release
-// identity for specs and deploy, agents for their own nodes) go here.
-func (c *Conn) ACLFor(p string) []zk.ACL { return c.opts.ACL }
+// through Create, CreateOp, CreateProtected or EnsurePath, so the role table
+// (acl.go) is applied here: in a tree secured by dcroll init, each node
+// gets its roles' permissions; an open tree keeps Options.ACL.
+func (c *Conn) ACLFor(p string) []zk.ACL {
+	if t := c.ACLTable(); t != nil {
+		return t.ACL(c.paths.Root, p)
+	}
+	return c.opts.ACL
+}
 
 // Create creates a znode with the ACL for its path.
 func (c *Conn) Create(p string, data []byte, flags int32) (string, error) {

@@ -52,6 +52,7 @@ func (p Paths) join(elem ...string) string {
 func (p Paths) Head() string                    { return p.join("head") }
 func (p Paths) Control() string                 { return p.join("control") }
 func (p Paths) Rollout() string                 { return p.join("rollout") }
+func (p Paths) ACL() string                     { return p.join("acl") }
 func (p Paths) Specs() string                   { return p.join("specs") }
 func (p Paths) Spec(id string) string           { return p.join("specs", id) }
 func (p Paths) History() string                 { return p.join("history") }

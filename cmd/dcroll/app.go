@@ -76,7 +76,36 @@ func (a *App) RunContext(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return a.App.RunContext(ctx, inv.argv(args[0]))
+	err = a.App.RunContext(ctx, inv.argv(args[0]))
+	if znodes.IsNoAuth(err) {
+		return notAuthorized(inv, err)
+	}
+	return err
+}
+
+// commandRoles names the role whose credential a command needs in a
+// secured tree (dcroll init); the others need only read access.
+var commandRoles = map[string]string{
+	"push": znodes.RoleRelease, "rollback": znodes.RoleRelease, "pause": znodes.RoleRelease, "resume": znodes.RoleRelease,
+	"promote": znodes.RoleRelease, "blob publish": znodes.RoleRelease, "machine remove": znodes.RoleRelease,
+	"machine clear": znodes.RoleRelease, "origin": znodes.RoleRelease, "coordinator": znodes.RoleCoordinator,
+	"agent": znodes.RoleAgent, "init": znodes.RoleAdmin,
+}
+
+// notAuthorized is the one line of a write ZooKeeper refused for the
+// client's identity (NOAUTH): what was refused, and whose credential does it.
+func notAuthorized(inv *invocation, err error) error {
+	var names []string
+	for _, c := range inv.path {
+		names = append(names, c.Name)
+	}
+	cmd := strings.Join(names, " ")
+	role := commandRoles[cmd]
+	if role == "" {
+		role = znodes.RoleReader
+	}
+	return fmt.Errorf("not authorized to %s (%v): run with the %s credentials (--zk-auth FILE or %s; see dcroll init --help)",
+		cmd, err, role, znodes.EnvAuth)
 }
 
 // NewApp builds the dcroll command tree writing to stdout and stderr. Run
@@ -177,7 +206,7 @@ func commands() []*cli.Command {
 	cmds = append(cmds, planCommand())
 	cmds = append(cmds, statusCommands()...)
 	cmds = append(cmds, agentCommand(), blobCommand(), originCommand(), coordinatorCommand())
-	cmds = append(cmds, machineCommand(), badCommand(), dashboardCommand(), keygenCommand())
+	cmds = append(cmds, machineCommand(), badCommand(), dashboardCommand(), keygenCommand(), initCommand())
 	cmds = append(cmds, extraCommands()...)
 	cmds = append(cmds, completionCommand(), versionCommand())
 	return cmds

@@ -221,6 +221,11 @@ type Options struct {
 	// then runs only signed HEADs. Signer signs Bootstrap's push.
 	Trust  []string
 	Signer *sign.Signer
+	// Secure: the scenario's tree is secured (dcroll init's SecureTree)
+	// before anything runs; the operator's connection and the origin use
+	// the release credential, the coordinator and the agents their own
+	// (Scenario.Creds names the files).
+	Secure bool
 }
 
 // Scenario is one row's world: its own root znode, origin, five agent
@@ -243,6 +248,8 @@ type Scenario struct {
 	Checker  *checker.Checker
 	EventLog string
 	Rules    map[string]Rules
+	// Creds are the credential files of a secured scenario, by role.
+	Creds map[string]string
 
 	opts   Options
 	blobs  map[string]string // build name -> blob id
@@ -284,8 +291,12 @@ func (c *Cluster) NewScenario(t *testing.T, name string, o Options) *Scenario {
 	t.Cleanup(s.Close)
 	c.Heal(t)
 
+	var auth []string
+	if o.Secure {
+		auth = []string{s.secure()}
+	}
 	conn, err := znodes.Dial(ctx, znodes.Options{Servers: c.ConnectString(), Root: s.Root, SessionTimeout: SessionTimeout,
-		ConnectTimeout: 20 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+		ConnectTimeout: 20 * time.Second, Logger: slog.New(slog.DiscardHandler), Auth: auth})
 	if err != nil {
 		t.Fatalf("dial zookeeper: %v", err)
 	}
@@ -335,6 +346,40 @@ func (c *Cluster) NewScenario(t *testing.T, name string, o Options) *Scenario {
 	return s
 }
 
+// secure secures the scenario's tree with fresh credentials, writes them
+// to Dir/creds/ROLE.cred (mode 600) and returns the release credential.
+func (s *Scenario) secure() string {
+	t := s.T
+	dir := filepath.Join(s.Dir, "creds")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	table := &znodes.ACLTable{Roles: map[string]string{}, By: "faults"}
+	creds := map[string]string{}
+	s.Creds = map[string]string{}
+	for _, r := range znodes.Roles {
+		cred, err := znodes.NewCredential(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds[r], table.Roles[r] = cred, znodes.DigestID(cred)
+		s.Creds[r] = filepath.Join(dir, r+".cred")
+		if err := os.WriteFile(s.Creds[r], []byte(cred+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin, err := znodes.Dial(s.ctx, znodes.Options{Servers: s.C.ConnectString(), Root: s.Root, SessionTimeout: SessionTimeout,
+		ConnectTimeout: 20 * time.Second, Logger: slog.New(slog.DiscardHandler), Auth: []string{creds[znodes.RoleAdmin]}})
+	if err != nil {
+		t.Fatalf("dial zookeeper as admin: %v", err)
+	}
+	defer admin.Close()
+	if _, err := admin.SecureTree(table); err != nil {
+		t.Fatalf("secure %s: %v", s.Root, err)
+	}
+	return creds[znodes.RoleRelease]
+}
+
 func (s *Scenario) startOrigin() {
 	t := s.T
 	st, err := distrib.OpenStore(filepath.Join(s.Dir, "origin"))
@@ -363,8 +408,12 @@ func (s *Scenario) startOrigin() {
 
 // StartCoordinator runs the `dcroll coordinator` daemon of the scenario.
 func (s *Scenario) StartCoordinator() {
-	args := []string{"--log-format", "json", "--zk", s.C.ConnectString(), "--root", s.Root, "coordinator",
-		"--http", "127.0.0.1:0", "--tracker=false", "--session-timeout", SessionTimeout.String(), "--id", "coord-" + s.Name}
+	args := []string{"--log-format", "json", "--zk", s.C.ConnectString(), "--root", s.Root}
+	if s.opts.Secure {
+		args = append(args, "--zk-auth", s.Creds[znodes.RoleCoordinator])
+	}
+	args = append(args, "coordinator",
+		"--http", "127.0.0.1:0", "--tracker=false", "--session-timeout", SessionTimeout.String(), "--id", "coord-"+s.Name)
 	if strings.Contains(s.C.coordHelp, "--no-members-after") {
 		args = append(args, "--no-members-after", NoMembersAfter.String())
 	}
@@ -976,6 +1025,9 @@ func (m *Machine) configYAML() []byte {
 	fmt.Fprintf(&b, "poll_interval: %s\nhealth_interval: %s\nstop_grace: %s\nservices:\n", pollInterval, healthInterval, stopGrace)
 	for _, svc := range Services {
 		fmt.Fprintf(&b, "  - %s\n", svc)
+	}
+	if m.s.opts.Secure {
+		fmt.Fprintf(&b, "zk_auth: %q\n", m.s.Creds[znodes.RoleAgent])
 	}
 	if len(m.s.opts.Trust) > 0 {
 		b.WriteString("trust:\n")

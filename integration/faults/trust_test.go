@@ -2,6 +2,8 @@ package faults
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,8 +15,9 @@ import (
 	"dcroll/znodes"
 )
 
-// TestSignedHeads: agents started with --trust run only HEADs signed by
-// their key. An unsigned HEAD, one signed by another key, one whose
+// TestSignedHeads: in a secured tree (dcroll init: ACLs per role; the
+// coordinator, agents and operator each with their own credential),
+// agents started with --trust run only HEADs signed by their key. An unsigned HEAD, one signed by another key, one whose
 // signature does not match, an older signed HEAD written back (a replay)
 // and a signed HEAD naming a stored spec whose content was altered are all
 // refused: no service instance ever starts the version they name (judged
@@ -38,7 +41,7 @@ func TestSignedHeads(t *testing.T) {
 		}
 		keys[name] = s
 	}
-	s := c.NewScenario(t, "trust", Options{Trust: []string{filepath.Join(dir, "release.key.pub")}, Signer: keys["release"]})
+	s := c.NewScenario(t, "trust", Options{Secure: true, Trust: []string{filepath.Join(dir, "release.key.pub")}, Signer: keys["release"]})
 	defer func() {
 		if t.Failed() {
 			s.Dump(t)
@@ -111,6 +114,25 @@ func TestSignedHeads(t *testing.T) {
 	}
 	refused("replayed", "replayed", Version("v1"), v2, mark)
 
+	// Without credentials: refused, one line, nothing changed.
+	head := s.Head()
+	file := filepath.Join(dir, "v4.json")
+	if err := os.WriteFile(file, s.Spec("v4-anonymous", both("v4", "v4")).Canonical(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(c.Binary(), "--zk", c.ConnectString(), "--root", s.Root, "push", "--supersede", file)
+	cmd.Env = append(os.Environ(), "DCROLL_ZK_AUTH=")
+	out, err := cmd.CombinedOutput()
+	msg := strings.TrimSpace(string(out))
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 || strings.Count(msg, "\n") != 0 ||
+		!strings.Contains(msg, "not authorized to push") || !strings.Contains(msg, "run with the release credentials") {
+		t.Errorf("anonymous push: exit %d, output %q", code, msg)
+	}
+	if h := s.Head(); h != head {
+		t.Errorf("anonymous push moved HEAD %s -> %s", head, h)
+	}
+	t.Logf("anonymous push: %s", msg)
+
 	// The stored spec a signed HEAD names is altered before the push: its
 	// content no longer hashes to its id.
 	v4 := s.Spec("v4-signed", both("v4", "v4"))
@@ -129,4 +151,5 @@ func TestSignedHeads(t *testing.T) {
 		}
 	}
 	s.WaitServing(10*time.Second, v2)
+
 }
