@@ -275,8 +275,13 @@ func MustEncode(v any) []byte {
 	return b
 }
 
-// Decode unmarshals a payload and refuses unknown newer schema versions.
+// Decode unmarshals a payload and refuses unknown newer schema versions
+// and payloads larger than MaxPayload (nothing dcroll writes is; a bigger
+// one was written by someone else, and is not parsed).
 func Decode(b []byte, v any) error {
+	if len(b) > MaxPayload {
+		return fmt.Errorf("decode %T: %d bytes exceeds the %d-byte payload limit: not written by dcroll", v, len(b), MaxPayload)
+	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("decode %T: %w", v, err)
 	}

@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -147,11 +149,37 @@ func dialTLS(nc net.Conn, cfg *tls.Config, address string, timeout time.Duration
 	}
 	if err := tc.Handshake(); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("zookeeper TLS handshake with %s: %w", address, err)
+		return nil, fmt.Errorf("zookeeper TLS handshake with %s: %w (%s)", address, err, tlsFix(err))
 	}
 	if err := tc.SetDeadline(time.Time{}); err != nil {
 		tc.Close()
 		return nil, err
 	}
 	return tc, nil
+}
+
+// tlsFix says what to do about a failed TLS connection to ZooKeeper.
+func tlsFix(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var name x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var remote *net.OpError
+	var record tls.RecordHeaderError
+	switch {
+	case errors.As(err, &unknown):
+		return "the server's certificate is not signed by a CA in --zk-tls-ca / zk_tls_ca: give the CA that issued the ZooKeeper servers' certificates"
+	case errors.As(err, &name):
+		return "the server's certificate does not name the host in --zk: connect by a name or address the certificate lists, or reissue it with that name"
+	case errors.As(err, &invalid):
+		return "the server's certificate is not valid (expired, not yet valid, or not for servers): reissue it"
+	case errors.As(err, &remote) && remote.Op == "remote error" && strings.Contains(remote.Err.Error(), "certificate"):
+		// The server's alert (bad certificate, certificate required,
+		// unknown certificate authority) is about this client's.
+		return "the server refused this client: it requires a client certificate signed by a CA in its ssl.trustStore (--zk-tls-cert and --zk-tls-key)"
+	case errors.As(err, &remote) && remote.Op == "remote error":
+		return "the server refused the handshake: compare its ssl.protocol and ssl.ciphersuites with this client's (TLS 1.2 or later)"
+	case errors.As(err, &record), errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+		return "the server does not speak TLS there: point --zk at its secureClientPort"
+	}
+	return "check --zk-tls-ca, --zk-tls-cert and --zk-tls-key against the servers' secureClientPort settings"
 }

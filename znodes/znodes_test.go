@@ -293,3 +293,17 @@ func owner(t *testing.T, c *zk.Conn, p string) (int64, bool) {
 	}
 	return st.EphemeralOwner, true
 }
+
+// TestDecodeRefusesOversizedPayloads: a payload above MaxPayload is
+// refused before it is parsed.
+func TestDecodeRefusesOversizedPayloads(t *testing.T) {
+	big := make([]byte, MaxPayload+1)
+	copy(big, `{"v":1,"machine":"m1"}`)
+	var c Current
+	if err := Decode(big, &c); err == nil || !strings.Contains(err.Error(), "exceeds the") {
+		t.Fatalf("oversized payload: %v", err)
+	}
+	if err := Decode([]byte(`{"v":1,"machine":"m1"}`), &c); err != nil || c.Machine != "m1" {
+		t.Fatalf("normal payload: %v", err)
+	}
+}
