@@ -26,11 +26,17 @@ func coordinatorCommand() *cli.Command {
 		Usage: "serve the dashboard and metrics; the elected leader advances the deploy queue",
 		Description: `Run one or more anywhere: they elect a leader through ZooKeeper. The leader
 marks a service's deploy entry done once every machine runs the new version
-(agents do it too; the write happens exactly once). Every instance serves the
-web dashboard at /, the status API at /api/status, Prometheus metrics at
-/metrics (read from znode state, plus dcroll_coordinator_leader, build info
-and the Go and process collectors) and /healthz (200 while its ZooKeeper
-session is connected, 503 with the reason otherwise).
+(agents do it too; the write happens exactly once), runs canary phases
+(bake, promotion), and writes the night record /dc/rollout: per service what
+blocks it and an ETA from measured step times (dcroll status, the dashboard
+and /metrics read it). Every instance serves the live web dashboard at /
+(updates over /api/events; /api/night is one JSON snapshot), the status API
+at /api/status, Prometheus metrics at /metrics (read from znode state, plus
+dcroll_coordinator_leader, dcroll_night_eta_seconds, dcroll_service_blocked,
+build info and the Go and process collectors) and /healthz (200 while its
+ZooKeeper session is connected, 503 with the reason otherwise). In a secured
+tree (dcroll init) run it with the coordinator credential: --zk-auth
+coordinator.cred.
 
 The leader also halts the active entry of a service that has no member at all
 (no machine ever registered it, or all were removed) for --no-members-after,
