@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"dcroll/agent/supervise"
 	"dcroll/internal/units"
 	"dcroll/spec"
 	"dcroll/znodes"
@@ -27,7 +28,7 @@ const (
 	DefaultSessionTimeout = 10 * time.Second
 	DefaultPollInterval   = 5 * time.Second
 	DefaultHealthInterval = time.Second
-	DefaultStopGrace      = 10 * time.Second
+	DefaultStopGrace      = supervise.DefaultGrace
 	DefaultDialRetry      = 2 * time.Second
 )
 

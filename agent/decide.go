@@ -175,6 +175,9 @@ type Snapshot struct {
 	// StepTime is how much open window one upgrade step needs; 0 means the
 	// health deadline of Head (or its default) plus StopGrace.
 	StepTime time.Duration
+	// StopGrace is the agent's SIGTERM-to-SIGKILL delay (Config.StopGrace;
+	// 0: DefaultStopGrace).
+	StopGrace time.Duration
 
 	// Queue is the deploy queue in sequence order.
 	Queue []Entry
@@ -202,10 +205,6 @@ type Snapshot struct {
 func (s Snapshot) Fleet() znodes.Fleet {
 	return znodes.Fleet{Members: s.Members, Current: s.Current, Down: s.Down}
 }
-
-// StopGrace is the default time between SIGTERM and SIGKILL, part of the
-// default step time.
-const StopGrace = 10 * time.Second
 
 // BuildID identifies what a restart installs: the artifact, the data blobs
 // and the run line of a service entry (a version label alone may be reused
@@ -623,7 +622,10 @@ func stepTime(s Snapshot) time.Duration {
 	if s.Head != nil && s.Head.Health != nil && s.Head.Health.Deadline.Duration > 0 {
 		d = s.Head.Health.Deadline.Duration
 	}
-	return d + StopGrace
+	if s.StopGrace > 0 {
+		return d + s.StopGrace
+	}
+	return d + DefaultStopGrace
 }
 
 func windowClosed(w *spec.Window, now time.Time) string {

@@ -312,6 +312,15 @@ func TestDecide(t *testing.T) {
 			Wait, "v2", "window closed until 03:00 UTC", ""},
 		{"window too little time left", func(s *Snapshot) { s.Window = &spec.Window{Start: "01:00", End: "02:31", Timezone: "UTC"} },
 			Wait, "v2", "window closes in 1m0s, a step needs 1m10s", ""},
+		{"window: the configured stop grace counts, not the default", func(s *Snapshot) {
+			s.Window = &spec.Window{Start: "01:00", End: "02:31", Timezone: "UTC"}
+			s.Head.Health = &spec.Health{Deadline: spec.Duration{Duration: 55 * time.Second}}
+			s.StopGrace = time.Second
+		}, SpendAndStep, "v2", "upgrade v1 -> v2", ""},
+		{"window: default stop grace does not fit", func(s *Snapshot) {
+			s.Window = &spec.Window{Start: "01:00", End: "02:31", Timezone: "UTC"}
+			s.Head.Health = &spec.Health{Deadline: spec.Duration{Duration: 55 * time.Second}}
+		}, Wait, "v2", "window closes in 1m0s, a step needs 1m5s", ""},
 		{"window explicit step time fits", func(s *Snapshot) {
 			s.Window = &spec.Window{Start: "01:00", End: "02:31", Timezone: "UTC"}
 			s.StepTime = 30 * time.Second

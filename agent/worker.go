@@ -641,7 +641,7 @@ func (w *worker) read() (Snapshot, meta, error) {
 	c, p, zc := w.conn, w.conn.Paths(), w.conn.ZK()
 	m := meta{budgetVersion: -1, headVersion: -1, controlVersion: -1}
 	snap := Snapshot{Now: w.rt.now(), Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, Service: w.service,
-		UnsafeRules: w.rt.cfg.testUnsafeRules}
+		StopGrace: w.rt.cfg.StopGrace, UnsafeRules: w.rt.cfg.testUnsafeRules}
 
 	ok, bst, err := zc.Exists(p.Budget(w.service))
 	if err != nil {

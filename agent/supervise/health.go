@@ -175,8 +175,10 @@ func WaitHealthy(ctx context.Context, c Checker, exited <-chan struct{}, minHeal
 	end := start.Add(deadline)
 	var lastErr error
 	var healthySince time.Time // zero: not currently healthy
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
+	var delay time.Duration
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
 	for {
 		select {
 		case <-exited:
@@ -212,12 +214,37 @@ func WaitHealthy(ctx context.Context, c Checker, exited <-chan struct{}, minHeal
 			}
 			return fmt.Errorf("%w within %s: healthy for only %s of the required %s; last failure: %w", ErrUnhealthy, deadline, now.Sub(healthySince).Round(time.Millisecond), minHealthy, lastErr)
 		}
+		delay = nextProbe(delay, interval, healthySince, now, minHealthy, end)
+		timer.Reset(delay)
 		select {
-		case <-tick.C:
+		case <-timer.C:
 		case <-exited:
 			return fmt.Errorf("%w before becoming healthy (%s)", ErrExited, c)
 		case <-ctx.Done():
 			return fmt.Errorf("wait healthy: %w", ctx.Err())
 		}
 	}
+}
+
+// FirstProbe is the first delay between health probes after a start; it
+// doubles up to the probe interval while the service is not healthy yet,
+// so a service healthy 50ms after its start is seen healthy about 50ms
+// after it (plus min_healthy), not one probe interval later.
+const FirstProbe = 10 * time.Millisecond
+
+// nextProbe is the delay before the next probe of WaitHealthy, after one
+// of prev at now: doubling from FirstProbe up to interval until the
+// service is healthy; once it is, the interval, but no later than when
+// min_healthy will have passed; never past the deadline end.
+func nextProbe(prev, interval time.Duration, healthySince, now time.Time, minHealthy time.Duration, end time.Time) time.Duration {
+	d := interval
+	if healthySince.IsZero() {
+		d = min(max(2*prev, FirstProbe), interval)
+	} else if left := healthySince.Add(minHealthy).Sub(now); left > 0 {
+		d = min(d, left)
+	}
+	if left := end.Sub(now); left > 0 {
+		d = min(d, left)
+	}
+	return max(d, time.Millisecond)
 }
