@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -143,6 +145,7 @@ type Conn struct {
 		id      int64
 	}
 	acl     *ACLTable     // the tree's identities (nil: open tree), read at Dial
+	connErr error         // why the last connection attempt got no session, see noteConnErr
 	orphans []orphan      // abandoned ephemerals to delete, see reap.go
 	kick    chan struct{} // wakes the reaper
 	done    chan struct{} // closed by Close
@@ -164,9 +167,16 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
+	// The default host provider resolves names to addresses before
+	// dialing: TLS would then check the certificate against an IP.
+	var hosts zk.HostProvider = zk.NewDNSHostProvider()
+	if opts.TLS != nil {
+		hosts = &namedHosts{}
+	}
 	conn, _, err := zk.Connect(servers, opts.SessionTimeout,
 		zk.WithEventCallback(c.onEvent),
 		zk.WithDialer(c.dial),
+		zk.WithHostProvider(hosts),
 		zk.WithLogger(zkLogger{c.log}),
 		zk.WithMaxBufferSize(1<<20),
 		zk.WithMaxConnBufferSize(1<<20),
@@ -187,6 +197,12 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 		go conn.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("connect to zookeeper at %s: %w", opts.Servers, ctx.Err())
+		}
+		c.mu.Lock()
+		why := c.connErr
+		c.mu.Unlock()
+		if why != nil {
+			return nil, fmt.Errorf("%w at %s: no session within %s: %v", ErrUnreachable, opts.Servers, opts.ConnectTimeout, why)
 		}
 		return nil, fmt.Errorf("%w at %s: no session within %s (%s)", ErrUnreachable, opts.Servers, opts.ConnectTimeout, UnreachableHint(opts.Servers))
 	}
@@ -229,10 +245,40 @@ func (c *Conn) dial(network, address string, timeout time.Duration) (net.Conn, e
 	if c.opts.TLS != nil {
 		if nc, err = dialTLS(nc, c.opts.TLS, address, timeout); err != nil {
 			c.log.Warn("zookeeper TLS", "server", address, "err", err)
+			c.noteConnErr(err)
 			return nil, err
 		}
 	}
-	return &sniffConn{Conn: nc, done: c.onHandshake}, nil
+	return &sniffConn{Conn: nc, done: c.onHandshake, fail: c.noteEarlyClose}, nil
+}
+
+// noteConnErr keeps why the last connection attempt failed, for Dial's
+// error: the library only logs it, and "no session" alone sends the
+// operator looking for a server that is running fine.
+func (c *Conn) noteConnErr(err error) {
+	var ne net.Error
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// A timeout (a loaded server, a slow first handshake) says less than
+	// the failure before it: keep that one.
+	if errors.As(err, &ne) && ne.Timeout() && c.connErr != nil {
+		return
+	}
+	c.connErr = err
+}
+
+// noteEarlyClose is a connection that ended before the server's connect
+// response: a TLS server refusing the client after the handshake (TLS
+// 1.3 checks client certificates then), or a TLS port closing on a plain
+// client.
+func (c *Conn) noteEarlyClose(addr string, err error) {
+	if c.opts.TLS != nil {
+		c.noteConnErr(fmt.Errorf("zookeeper TLS with %s: %w (%s)", addr, err, tlsFix(err)))
+		return
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		c.noteConnErr(fmt.Errorf("%s closed the connection before answering: if it is a TLS port (secureClientPort), connect with --zk-tls-ca", addr))
+	}
 }
 
 // sniffConn reads the connect response that opens every connection to learn
@@ -244,10 +290,14 @@ type sniffConn struct {
 	hdr  [20]byte
 	n    int
 	done func(timeoutMs int32, id int64)
+	fail func(addr string, err error) // the connection ended before the response
 }
 
 func (s *sniffConn) Read(b []byte) (int, error) {
 	n, err := s.Conn.Read(b)
+	if s.n < len(s.hdr) && err != nil && !errors.Is(err, net.ErrClosed) {
+		s.fail(s.RemoteAddr().String(), err)
+	}
 	if s.n < len(s.hdr) && n > 0 {
 		s.n += copy(s.hdr[s.n:], b[:n])
 		if s.n == len(s.hdr) {
@@ -286,6 +336,7 @@ func (c *Conn) onEvent(ev zk.Event) {
 				"gen", c.gen, "timeout", c.handshake.timeout.String())
 		}
 		c.sessionID = id
+		c.connErr = nil
 		if c.handshake.timeout > 0 {
 			c.negotiated = c.handshake.timeout
 		}

@@ -7,11 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 )
 
 // Security is how a client proves who it is to ZooKeeper and protects
@@ -182,4 +187,62 @@ func tlsFix(err error) string {
 		return "the server does not speak TLS there: point --zk at its secureClientPort"
 	}
 	return "check --zk-tls-ca, --zk-tls-cert and --zk-tls-key against the servers' secureClientPort settings"
+}
+
+// namedHosts is a zk.HostProvider that keeps the host names of the
+// connect string. go-zookeeper's default (DNSHostProvider) resolves every
+// name to addresses before dialing, so the TLS dialer would see only
+// 10.0.0.5:2281 and verify the certificate against that address; the
+// usual certificate names zk1.example.com and would be refused. The names
+// are dialed as given (net.Dial resolves them, trying every address).
+type namedHosts struct {
+	mu      sync.Mutex
+	servers []string
+	curr    int
+	last    int
+}
+
+var _ zk.HostProvider = (*namedHosts)(nil)
+
+func (h *namedHosts) Init(servers []string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, s := range servers {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return err
+		}
+	}
+	if len(servers) == 0 {
+		return errors.New("no zookeeper servers")
+	}
+	// Shuffled like the default provider, so clients spread over servers.
+	h.servers = slices.Clone(servers)
+	rand.Shuffle(len(h.servers), func(i, j int) { h.servers[i], h.servers[j] = h.servers[j], h.servers[i] })
+	h.curr, h.last = -1, -1
+	return nil
+}
+
+func (h *namedHosts) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.servers)
+}
+
+// Next returns the next server; retryStart is true once every server was
+// tried since the last connection (the library then waits a second).
+func (h *namedHosts) Next() (server string, retryStart bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.curr = (h.curr + 1) % len(h.servers)
+	retryStart = h.curr == h.last
+	if h.last == -1 {
+		h.last = 0
+	}
+	return h.servers[h.curr], retryStart
+}
+
+func (h *namedHosts) Connected() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = h.curr
 }

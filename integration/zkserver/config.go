@@ -68,6 +68,13 @@ type Options struct {
 	// Port is the client port for Start (0 picks a free loopback port and
 	// retries on a bind clash). StartEnsemble ignores it.
 	Port int
+	// TLS, when set, adds a secureClientPort (TLS, Netty connection
+	// factory) next to the plain client port, which stays for the
+	// four-letter words this package probes with. See TLS.
+	TLS *TLS
+	// SecurePort is the secure client port for Start with TLS (0 picks a
+	// free one). StartEnsemble ignores it.
+	SecurePort int
 }
 
 // withDefaults fills in defaults and validates; it is the only place where
@@ -102,6 +109,16 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Port < 0 || o.Port > 65535 {
 		return o, fmt.Errorf("zkserver: bad port %d", o.Port)
 	}
+	if o.SecurePort < 0 || o.SecurePort > 65535 || (o.SecurePort != 0 && o.SecurePort == o.Port) {
+		return o, fmt.Errorf("zkserver: bad secure port %d", o.SecurePort)
+	}
+	if o.TLS != nil {
+		t, err := o.TLS.withDefaults()
+		if err != nil {
+			return o, err
+		}
+		o.TLS = &t
+	}
 	return o, nil
 }
 
@@ -110,6 +127,13 @@ type installation struct {
 	java      string   // absolute path of the java executable
 	classPath []string // jars
 }
+
+// nettyJars are what NettyServerCnxnFactory needs beyond zookeeper.jar's
+// manifest Class-Path: Debian's manifest lists netty-handler but not the
+// codec its handlers extend, so without it the factory fails to load
+// (ClassNotFoundException: io.netty.handler.codec.ByteToMessageDecoder)
+// and the server never serves.
+var nettyJars = []string{"netty-codec.jar"}
 
 // findInstallation checks that java and the jars are present.
 func findInstallation(javaName string) (installation, error) {
@@ -127,6 +151,11 @@ func findInstallation(javaName string) (installation, error) {
 			cp = append(cp, p) // without them the server runs, but silently
 		}
 	}
+	for _, j := range nettyJars {
+		if p := filepath.Join(JarDir, j); fileExists(p) {
+			cp = append(cp, p) // only the Netty factory (TLS) loads it
+		}
+	}
 	return installation{java: java, classPath: cp}, nil
 }
 
@@ -140,6 +169,7 @@ type peer struct {
 	id                    int
 	quorumPort, electPort int
 	clientPort            int
+	securePort            int // 0 without TLS
 }
 
 // nodeConfig is everything that goes into one server's zoo.cfg.
@@ -147,6 +177,7 @@ type nodeConfig struct {
 	opts       Options
 	dir        string // this node's directory
 	clientPort int
+	securePort int    // secureClientPort; 0 without TLS
 	id         int    // myid; 0 for a standalone server
 	peers      []peer // empty for a standalone server
 }
@@ -155,6 +186,14 @@ func (c nodeConfig) dataDir() string   { return filepath.Join(c.dir, "data") }
 func (c nodeConfig) cfgPath() string   { return filepath.Join(c.dir, "zoo.cfg") }
 func (c nodeConfig) log4jPath() string { return filepath.Join(c.dir, "log4j.properties") }
 func (c nodeConfig) addr() string      { return fmt.Sprintf("127.0.0.1:%d", c.clientPort) }
+
+// secureAddr is the TLS client address, "" without TLS.
+func (c nodeConfig) secureAddr() string {
+	if c.securePort == 0 {
+		return ""
+	}
+	return fmt.Sprintf("127.0.0.1:%d", c.securePort)
+}
 
 // zooCfg renders zoo.cfg.
 func (c nodeConfig) zooCfg() string {
@@ -179,6 +218,9 @@ func (c nodeConfig) zooCfg() string {
 	// Tests and the demo do not need durability against power loss; data
 	// still survives a killed process (it is written, just not fsynced).
 	w("forceSync", "no")
+	if c.opts.TLS != nil {
+		c.opts.TLS.zooCfg(w, c.securePort)
+	}
 	if len(c.peers) == 0 {
 		w("standaloneEnabled", true)
 		return b.String()
@@ -187,6 +229,9 @@ func (c nodeConfig) zooCfg() string {
 	w("standaloneEnabled", len(c.peers) > 1)
 	for _, p := range c.peers {
 		w(fmt.Sprintf("server.%d", p.id), fmt.Sprintf("127.0.0.1:%d:%d", p.quorumPort, p.electPort))
+	}
+	if c.opts.TLS != nil && c.opts.TLS.Quorum {
+		c.opts.TLS.quorumCfg(w)
 	}
 	return b.String()
 }
@@ -221,7 +266,7 @@ func (c nodeConfig) write() error {
 // javaArgs is the JVM command line (without the executable). The flags make
 // a small JVM that starts fast on two cores.
 func (c nodeConfig) javaArgs(inst installation) []string {
-	return []string{
+	args := []string{
 		"-Xmx256m",
 		"-XX:+UseSerialGC",
 		"-XX:TieredStopAtLevel=1",
@@ -232,10 +277,18 @@ func (c nodeConfig) javaArgs(inst installation) []string {
 		"-Dzookeeper.root.logger=INFO,CONSOLE",
 		"-Dlog4j.configuration=file:" + c.log4jPath(),
 		"-Dzookeeper.jmx.log4j.disable=true",
+	}
+	if c.opts.TLS != nil {
+		// zoo.cfg's serverCnxnFactory becomes this system property when
+		// the configuration is parsed; setting it here too does not depend
+		// on that copy (ServerCnxnFactory reads only the property).
+		args = append(args, "-Dzookeeper.serverCnxnFactory="+nettyFactory)
+	}
+	return append(args,
 		"-cp", strings.Join(inst.classPath, ":"),
 		"org.apache.zookeeper.server.quorum.QuorumPeerMain",
 		c.cfgPath(),
-	}
+	)
 }
 
 // pickPorts is freePorts, replaced in tests to force a port clash.

@@ -19,6 +19,22 @@
 // Pdeathsig SIGKILL, so they die with the process that started them even if it
 // never calls Stop.
 //
+// With Options.TLS a server (or every member of an ensemble) also listens on
+// a secureClientPort (SecureAddr, Ensemble.SecureConnectString) with the
+// Netty connection factory and the key and trust stores given, PEM, PKCS12
+// or JKS; ssl.clientAuth is none, want or need; TLS.Quorum encrypts the
+// traffic between ensemble members too (sslQuorum). The plain client port stays
+// for the four-letter words Start probes with; Start also completes one TLS
+// handshake, so a started server serves TLS clients at once. NewTestPKI
+// makes what such a server and its clients need: a CA (the PEM clients
+// trust), a PEM key store for 127.0.0.1 and localhost, a client
+// certificate; IssueServer and IssueClient make more, KeytoolStores makes
+// PKCS12 stores with keytool. See docs/security.md.
+//
+//	pki, _ := zkserver.NewTestPKI(filepath.Join(dir, "pki"))
+//	s, _ := zkserver.Start(ctx, zkserver.Options{Dir: dir, TLS: pki.TLS(zkserver.ClientAuthNeed)})
+//	// dcroll --zk s.SecureAddr() --zk-tls-ca pki.CA --zk-tls-cert pki.ClientCert --zk-tls-key pki.ClientKey
+//
 // Proxy is a TCP proxy in front of a server: Cut drops every connection and
 // black-holes new ones until Restore, which is how tests make a client lose
 // its connection long enough for the server to expire its session.

@@ -47,19 +47,26 @@ func StartEnsemble(ctx context.Context, n int, opts Options) (*Ensemble, error) 
 }
 
 func startEnsemble(ctx context.Context, n int, opts Options, inst installation) (*Ensemble, error) {
-	ports, err := pickPorts(3 * n)
+	per := 3 // client, quorum and election ports
+	if opts.TLS != nil {
+		per = 4 // and the secure client port
+	}
+	ports, err := pickPorts(per * n)
 	if err != nil {
 		return nil, err
 	}
 	peers := make([]peer, n)
 	for i := range peers {
-		peers[i] = peer{id: i + 1, clientPort: ports[3*i], quorumPort: ports[3*i+1], electPort: ports[3*i+2]}
+		peers[i] = peer{id: i + 1, clientPort: ports[per*i], quorumPort: ports[per*i+1], electPort: ports[per*i+2]}
+		if opts.TLS != nil {
+			peers[i].securePort = ports[per*i+3]
+		}
 	}
 	e := &Ensemble{}
 	for _, p := range peers {
 		dir := filepath.Join(opts.Dir, fmt.Sprintf("node%d", p.id))
 		e.Servers = append(e.Servers, newServer(nodeConfig{
-			opts: opts, dir: dir, clientPort: p.clientPort, id: p.id, peers: peers,
+			opts: opts, dir: dir, clientPort: p.clientPort, securePort: p.securePort, id: p.id, peers: peers,
 		}, inst))
 	}
 	ctx, cancel := context.WithTimeout(ctx, ensembleTimeout)
@@ -105,6 +112,18 @@ func (e *Ensemble) ConnectString() string {
 	addrs := make([]string, len(e.Servers))
 	for i, s := range e.Servers {
 		addrs[i] = s.Addr()
+	}
+	return strings.Join(addrs, ",")
+}
+
+// SecureConnectString lists every member's TLS client address (their
+// secureClientPort), or "" for an ensemble started without Options.TLS.
+func (e *Ensemble) SecureConnectString() string {
+	addrs := make([]string, 0, len(e.Servers))
+	for _, s := range e.Servers {
+		if a := s.SecureAddr(); a != "" {
+			addrs = append(addrs, a)
+		}
 	}
 	return strings.Join(addrs, ",")
 }

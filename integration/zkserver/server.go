@@ -2,9 +2,11 @@ package zkserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,16 +55,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
-		port := opts.Port
-		if port == 0 {
-			ports, err := pickPorts(1)
-			if err != nil {
-				return nil, err
-			}
-			port = ports[0]
+		port, securePort, err := startPorts(opts)
+		if err != nil {
+			return nil, err
 		}
-		s := newServer(nodeConfig{opts: opts, dir: opts.Dir, clientPort: port}, inst)
-		err := s.launch()
+		s := newServer(nodeConfig{opts: opts, dir: opts.Dir, clientPort: port, securePort: securePort}, inst)
+		err = s.launch()
 		if err == nil {
 			err = s.waitServing(ctx, startTimeout)
 		}
@@ -70,11 +68,40 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			return s, nil
 		}
 		s.Kill()
-		if errors.Is(err, errPortInUse) && opts.Port == 0 && attempt < bindAttempts {
+		if errors.Is(err, errPortInUse) && (opts.Port == 0 || (opts.TLS != nil && opts.SecurePort == 0)) && attempt < bindAttempts {
 			continue
 		}
 		return nil, err
 	}
+}
+
+// startPorts is the client port and, with TLS, the secure client port of a
+// standalone server: the ones in opts, free ones where opts has 0.
+func startPorts(opts Options) (port, securePort int, err error) {
+	port, securePort = opts.Port, opts.SecurePort
+	if opts.TLS == nil {
+		securePort = 0
+	}
+	if port != 0 && (opts.TLS == nil || securePort != 0) {
+		return port, securePort, nil // nothing to pick
+	}
+	ports, err := pickPorts(2)
+	if err != nil {
+		return 0, 0, err
+	}
+	if port == 0 {
+		port = ports[0]
+	}
+	if opts.TLS == nil {
+		return port, 0, nil
+	}
+	if securePort == 0 {
+		securePort = ports[1]
+		if securePort == port { // opts.Port was given and happens to be ports[1]
+			securePort = ports[0]
+		}
+	}
+	return port, securePort, nil
 }
 
 func newServer(cfg nodeConfig, inst installation) *Server {
@@ -83,6 +110,10 @@ func newServer(cfg nodeConfig, inst installation) *Server {
 
 // Addr is the client address, "127.0.0.1:PORT".
 func (s *Server) Addr() string { return s.cfg.addr() }
+
+// SecureAddr is the TLS client address, "127.0.0.1:PORT" (the
+// secureClientPort), or "" for a server started without Options.TLS.
+func (s *Server) SecureAddr() string { return s.cfg.secureAddr() }
 
 // ID is the server's myid in an ensemble (1..n), 0 for a standalone server.
 func (s *Server) ID() int { return s.cfg.id }
@@ -278,10 +309,40 @@ func (s *Server) probe(ctx context.Context) error {
 	for line := range strings.SplitSeq(conf, "\n") {
 		line = strings.TrimSpace(line)
 		if line == want || strings.HasPrefix(line, want+"/") {
-			return nil
+			return s.probeSecure(ctx)
 		}
 	}
 	return fmt.Errorf("port %d answers for another server (conf has no %s)", s.cfg.clientPort, want)
+}
+
+// probeSecure returns nil when the secure client port (if any) completes
+// TLS handshakes. ZooKeeper binds it after the plain port already answers
+// four-letter words, and the first handshake of a fresh JVM takes about a
+// second (cold crypto code), as long as go-zookeeper's whole dial timeout:
+// one handshake here makes "serving" mean serving TLS clients promptly.
+// The probe verifies nothing and sends no data, so it skips verification
+// (it does not know which CA clients trust); a server that requires client
+// certificates answers with an alert, which is an answer too.
+func (s *Server) probeSecure(ctx context.Context) error {
+	addr := s.cfg.secureAddr()
+	if addr == "" {
+		return nil
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("secure client port: %w", err)
+	}
+	defer nc.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	err = tls.Client(nc, &tls.Config{InsecureSkipVerify: true}).HandshakeContext(ctx)
+	var remote *net.OpError // crypto/tls reports a received alert as Op "remote error"
+	if err != nil && !(errors.As(err, &remote) && remote.Op == "remote error") {
+		return fmt.Errorf("secure client port: TLS handshake: %w", err)
+	}
+	return nil
 }
 
 // exitError describes a process that exited during start.
