@@ -330,6 +330,10 @@ func TestAgentRollout(t *testing.T) {
 	})
 
 	// Rolling back (to v2) abandons the halted rollout; nothing restarts.
+	// No machine steps or changes for it (they all run v2 from the v2 spec
+	// already), so no agent reads the fleet: bystanders read only their
+	// own nodes. The elected coordinator completes such an entry.
+	h.coordinate()
 	pids := map[string]int{}
 	for m := range machines {
 		st, err := h.hello(m)
@@ -359,6 +363,19 @@ func TestAgentRollout(t *testing.T) {
 			t.Errorf("%s: reloads %d settings %v, want a reload with greeting=bonjour", m, st.Reloads, st.Settings)
 		}
 	}
+}
+
+// coordinate runs a coordinator (the queue advancer) until the test ends.
+func (h *harness) coordinate() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- coordinator.Run(ctx, coordinator.Config{Conn: h.conn, ID: "test-coordinator", Interval: 100 * time.Millisecond, Logger: testLogger(h.t, "coordinator")}) }()
+	h.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("coordinator: %v", err)
+		}
+	})
 }
 
 func getBody(t *testing.T, url string) string {

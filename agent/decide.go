@@ -195,6 +195,11 @@ type Snapshot struct {
 	Bad map[string]znodes.BadBuild
 	// HoldsTurn: this machine is first in /dc/turns/<Service>.
 	HoldsTurn bool
+	// FleetPartial: Members, Current and Down hold only this machine's own
+	// nodes (a bystander's read, see worker.readFleet): nothing may be
+	// counted over them. Decide only counts the fleet when the turn is
+	// held or nothing runs, which always read it whole.
+	FleetPartial bool
 	// UnsafeRules is a test hook (DCROLL_TEST_UNSAFE_RULES): skip quorum,
 	// max_parallel and the rack rule, so that the fault-matrix suite can
 	// show its checker catches a broken rule. Never set in production.
@@ -283,7 +288,7 @@ func Decide(s Snapshot) Decision {
 				Reason: fmt.Sprintf("runs the build and settings HEAD %s wants (%s)", spec.ShortID(s.HeadID), target)}
 		}
 		if active != nil && active.Service == s.Service && active.State != znodes.DeployHalted &&
-			me != nil && active.CompletedBy(s.Fleet()) {
+			me != nil && !s.FleetPartial && active.CompletedBy(s.Fleet()) {
 			return Decision{Action: MarkDone, Entry: active, Version: active.Version,
 				Reason: fmt.Sprintf("every member of %s runs %s", s.Service, active.Version)}
 		}
@@ -491,8 +496,8 @@ func gate(s Snapshot, own, active *Entry) *Decision {
 // quorum: a spend decided on an old count fails on the budget version.
 func canaryHold(s Snapshot, active *Entry, target string) *Decision {
 	c := s.Head.Canary
-	if c == nil || active == nil || active.Promoted {
-		return nil
+	if c == nil || active == nil || active.Promoted || s.FleetPartial {
+		return nil // a bystander: checked again under the turn, with the whole fleet
 	}
 	states := s.Fleet().States()
 	var out []string

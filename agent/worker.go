@@ -64,8 +64,11 @@ type worker struct {
 	// sessionReady: this session joined the service and re-established
 	// an unfinished step's record; nothing else happens before.
 	sessionReady bool
-	turn         turnState
-	stage        stageState
+	// fleetOnce: read the whole fleet once at the next read (this machine
+	// just changed its own state, or has a new session; see readFleet).
+	fleetOnce bool
+	turn      turnState
+	stage     stageState
 }
 
 type turnState struct {
@@ -546,6 +549,7 @@ func (w *worker) newSession(gen uint64) {
 		}
 	}
 	w.sessionReady = w.establish() == nil
+	w.fleetOnce = true
 }
 
 // establish is what a new session does before anything else: join the
@@ -717,44 +721,8 @@ func (w *worker) read() (Snapshot, meta, error) {
 		return cmp.Compare(x, y)
 	})
 
-	err = w.ws.each(p.Members(w.service), func(n string, b []byte, _ *zk.Stat) error {
-		var mem znodes.Member
-		if err := znodes.Decode(b, &mem); err != nil {
-			w.log.Warn("unreadable member record: counted as a member", "machine", n, "err", err)
-		}
-		mem.Machine = n
-		snap.Members = append(snap.Members, mem)
-		return nil
-	})
-	if err != nil {
-		return snap, m, fmt.Errorf("read members: %w", err)
-	}
-
-	err = w.ws.each(p.Current(w.service), func(n string, b []byte, _ *zk.Stat) error {
-		var cur znodes.Current
-		if err := znodes.Decode(b, &cur); err != nil {
-			w.log.Warn("skipping unreadable current entry", "machine", n, "err", err)
-			return nil
-		}
-		cur.Machine = n
-		snap.Current = append(snap.Current, cur)
-		return nil
-	})
-	if err != nil {
-		return snap, m, fmt.Errorf("read current: %w", err)
-	}
-
-	err = w.ws.each(p.Down(w.service), func(n string, b []byte, _ *zk.Stat) error {
-		var d znodes.Down
-		if err := znodes.Decode(b, &d); err != nil {
-			d = znodes.Down{} // unreadable: still a machine mid-step
-		}
-		d.Machine = n
-		snap.Down = append(snap.Down, d)
-		return nil
-	})
-	if err != nil {
-		return snap, m, fmt.Errorf("read step records: %w", err)
+	if err := w.readFleet(&snap); err != nil {
+		return snap, m, err
 	}
 
 	err = w.ws.each(p.BadRoot(), func(n string, b []byte, _ *zk.Stat) error {
@@ -775,6 +743,120 @@ func (w *worker) read() (Snapshot, meta, error) {
 	snap.HoldsTurn = w.holdsTurn()
 	snap.Local = w.local()
 	return snap, m, nil
+}
+
+// readFleet fills the snapshot's members, registrations and step records
+// of the service. Only a machine that may act on them reads them all: the
+// turn holder (quorum, max_parallel, racks, canaries), a machine that runs
+// nothing (it starts the version most peers run), and, once, a machine
+// that just changed its own state (it may be the last to finish: it marks
+// the entry done). They watch the whole fleet while they hold the turn or
+// run nothing. Every other machine is a bystander: it reads and watches
+// only its own three nodes, so another machine's step costs it nothing,
+// and its Snapshot says FleetPartial (Decide then never counts the fleet).
+func (w *worker) readFleet(snap *Snapshot) error {
+	p := w.conn.Paths()
+	switch {
+	case w.holdsTurn() || !w.local().Running:
+		return w.readFleetWatched(snap)
+	case w.fleetOnce:
+		f, err := w.conn.ReadFleet(w.service)
+		if err != nil {
+			return err
+		}
+		snap.Members, snap.Current, snap.Down = f.Members, f.Current, f.Down
+		// Read it whole until this machine's registration shows what it
+		// runs now (publication may lag the local state); the watch on
+		// the registration wakes the next read.
+		if _, _, err := w.ws.get(p.CurrentMachine(w.service, w.rt.cfg.Machine)); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return fmt.Errorf("read registration: %w", err)
+		}
+		l := w.local()
+		if cur := findCurrent(f.Current, w.rt.cfg.Machine); cur != nil && cur.State == znodes.StateRunning && cur.Healthy &&
+			cur.SpecID == l.SpecID && cur.Version == l.Version {
+			w.fleetOnce = false
+		}
+		return nil
+	}
+	snap.FleetPartial = true
+	me := w.rt.cfg.Machine
+	if b, _, err := w.ws.get(p.Member(w.service, me)); err == nil {
+		var mem znodes.Member
+		if err := znodes.Decode(b, &mem); err != nil {
+			w.log.Warn("unreadable member record: counted as a member", "machine", me, "err", err)
+		}
+		mem.Machine = me
+		snap.Members = append(snap.Members, mem)
+	} else if !errors.Is(err, zk.ErrNoNode) {
+		return fmt.Errorf("read member record: %w", err)
+	}
+	if b, _, err := w.ws.get(p.CurrentMachine(w.service, me)); err == nil {
+		var cur znodes.Current
+		if err := znodes.Decode(b, &cur); err == nil {
+			cur.Machine = me
+			snap.Current = append(snap.Current, cur)
+		}
+	} else if !errors.Is(err, zk.ErrNoNode) {
+		return fmt.Errorf("read registration: %w", err)
+	}
+	if b, _, err := w.ws.get(p.DownMachine(w.service, me)); err == nil {
+		var d znodes.Down
+		if err := znodes.Decode(b, &d); err != nil {
+			d = znodes.Down{} // unreadable: still mid-step
+		}
+		d.Machine = me
+		snap.Down = append(snap.Down, d)
+	} else if !errors.Is(err, zk.ErrNoNode) {
+		return fmt.Errorf("read step record: %w", err)
+	}
+	return nil
+}
+
+// readFleetWatched reads the whole fleet of the service, watching it.
+func (w *worker) readFleetWatched(snap *Snapshot) error {
+	p := w.conn.Paths()
+	var err error
+	err = w.ws.each(p.Members(w.service), func(n string, b []byte, _ *zk.Stat) error {
+		var mem znodes.Member
+		if err := znodes.Decode(b, &mem); err != nil {
+			w.log.Warn("unreadable member record: counted as a member", "machine", n, "err", err)
+		}
+		mem.Machine = n
+		snap.Members = append(snap.Members, mem)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read members: %w", err)
+	}
+
+	err = w.ws.each(p.Current(w.service), func(n string, b []byte, _ *zk.Stat) error {
+		var cur znodes.Current
+		if err := znodes.Decode(b, &cur); err != nil {
+			w.log.Warn("skipping unreadable current entry", "machine", n, "err", err)
+			return nil
+		}
+		cur.Machine = n
+		snap.Current = append(snap.Current, cur)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read current: %w", err)
+	}
+
+	err = w.ws.each(p.Down(w.service), func(n string, b []byte, _ *zk.Stat) error {
+		var d znodes.Down
+		if err := znodes.Decode(b, &d); err != nil {
+			d = znodes.Down{} // unreadable: still a machine mid-step
+		}
+		d.Machine = n
+		snap.Down = append(snap.Down, d)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read step records: %w", err)
+	}
+
+	return nil
 }
 
 // local is the Local part of a snapshot.
@@ -804,10 +886,15 @@ func (w *worker) act(ctx context.Context, d Decision, snap Snapshot, m meta) (bo
 			return false, err
 		}
 		w.takeStep(ctx, snap, d)
+		w.fleetOnce = true // the step is over: this machine may be the last one
 		return true, nil
 	}
 	// Every other decision needs no turn.
 	w.dropTurn()
+	switch d.Action {
+	case Adopt, StartVersion, ClearDown:
+		w.fleetOnce = true // this machine may be the last one the entry waited for
+	}
 	switch d.Action {
 	case Stage:
 		return false, w.startStage(ctx, d)

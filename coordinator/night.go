@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -32,7 +33,9 @@ func ReadRollout(c *znodes.Conn) (*znodes.Rollout, error) {
 // stepAlpha is the weight of a new sample in the moving average of a
 // service's step time: recent steps count most (a fleet warms up, a
 // night's later steps look like its earlier ones), one odd step does not
-// move the ETA much.
+// move the ETA much. Samples are per member: with max_parallel > 1 the
+// members of a batch finish close together, and the average of their
+// short and long intervals is the time per member.
 const stepAlpha = 0.3
 
 // nightRefresh is how often the leader rewrites an unchanged record, so
@@ -178,52 +181,71 @@ func canaryBlocked(v entryView, now time.Time) (code, reason string) {
 		cs.Done, v.e.Version, cs.BakeUntil.UTC().Format("15:04:05 MST"), max(left, 0), v.e.Service)
 }
 
-// stepClock times the active entry's steps: from its first step record (or
-// the last member done) to the next member done. It stops timing while the
-// entry is blocked, so that a pause, a closed window or a bake never
-// counts as step time.
+// stepClock times the active entry's steps from the members' own
+// timestamps: a member is done at its registration's Since (when it went
+// running on the target, the agent's clock), so the leader's polling
+// interval does not quantize the samples. Each member done is one sample:
+// from the member done before it (or the entry's first step record) to
+// it. The clock stops while the entry is blocked, so a pause, a closed
+// window or a bake never counts as step time.
 type stepClock struct {
 	entry string
-	done  int       // members done at the last sample
-	mark  time.Time // since when the next completion is timed (zero: not timing)
-	start time.Time // the entry's first step seen
+	seen  map[string]bool // members counted done
+	last  time.Time       // when the last sample ended (zero: not timing)
+	start time.Time       // the entry's first step seen
 }
 
-// observe updates the clock with entry v at now and returns a sample of
-// seconds per member step when members finished since the last one.
-func (c *stepClock) observe(v entryView, blocked string, now time.Time) (sample float64, ok bool) {
-	done, first := 0, time.Time{}
-	for _, s := range v.states {
-		if v.e.DoneBy(s) {
-			done++
+// observe updates the clock with entry v at now and returns the samples
+// (seconds per member step) of the members done since the last call.
+func (c *stepClock) observe(v entryView, blocked string, now time.Time) []float64 {
+	if c.entry != v.e.Node {
+		*c = stepClock{entry: v.e.Node, seen: map[string]bool{}}
+		for _, s := range v.states { // done before we looked: not timed
+			if v.e.DoneBy(s) {
+				c.seen[s.Machine] = true
+			}
 		}
+	}
+	var first time.Time
+	var finished []time.Time
+	for _, s := range v.states {
 		if d := s.Down; d != nil && d.Entry == v.e.Node && (first.IsZero() || d.At.Before(first)) {
 			first = d.At
 		}
+		if v.e.DoneBy(s) && !c.seen[s.Machine] {
+			c.seen[s.Machine] = true
+			finished = append(finished, clamp(s.Current.Since, now))
+		}
 	}
-	if c.entry != v.e.Node {
-		*c = stepClock{entry: v.e.Node, done: done}
-	}
-	if !first.IsZero() && first.After(now) {
-		first = now // another machine's clock ahead of ours
-	}
-	if c.mark.IsZero() && !first.IsZero() {
-		c.mark = first
-	}
+	first = clamp(first, now)
 	if c.start.IsZero() && !first.IsZero() {
 		c.start = first
 	}
-	if done > c.done && !c.mark.IsZero() {
-		sample, ok = now.Sub(c.mark).Seconds()/float64(done-c.done), true
-		c.mark = now
+	if c.last.IsZero() && !first.IsZero() {
+		c.last = first
 	}
-	if done != c.done {
-		c.done = done
+	sort.Slice(finished, func(i, j int) bool { return finished[i].Before(finished[j]) })
+	var samples []float64
+	for _, at := range finished {
+		if !c.last.IsZero() && !at.Before(c.last) {
+			samples = append(samples, at.Sub(c.last).Seconds())
+		}
+		if at.After(c.last) {
+			c.last = at
+		}
 	}
 	if blocked != "" {
-		c.mark = time.Time{}
+		c.last = time.Time{}
 	}
-	return sample, ok
+	return samples
+}
+
+// clamp keeps another machine's timestamp from being after ours.
+func clamp(t, now time.Time) time.Time {
+	if t.After(now) {
+		return now
+	}
+	return t
 }
 
 // addSample folds a sample into a service's moving average.
@@ -339,8 +361,8 @@ func buildNight(in nightInput) znodes.Rollout {
 		base := in.now
 		switch s.Blocked {
 		case "", znodes.BlockedDependency, znodes.BlockedStaging:
-			if active != nil && e.Node == active.Node && !in.clock.mark.IsZero() && in.clock.entry == e.Node {
-				base = in.clock.mark // timed from the last member done (or the first step)
+			if active != nil && e.Node == active.Node && !in.clock.last.IsZero() && in.clock.entry == e.Node {
+				base = in.clock.last // timed from the last member done (or the first step)
 			}
 		case znodes.BlockedWindow:
 			base = in.window.NextOpen(in.now)
@@ -512,7 +534,7 @@ func (n *nightWriter) tick(now time.Time, active *znodes.Fleet) error {
 				continue
 			}
 			code, _ := blockedBy(v, act, in.window, ctl, now)
-			if sample, ok := n.clock.observe(v, code, now); ok {
+			for _, sample := range n.clock.observe(v, code, now) {
 				n.steps[v.e.Service] = addSample(n.steps[v.e.Service], sample, now)
 			}
 		}

@@ -137,54 +137,54 @@ func TestBlockedBy(t *testing.T) {
 	}
 }
 
-// TestStepClock: a sample per member done, timed from the first step
-// record, then from the last member done; blocked time is not step time;
-// max_parallel's batches count per member.
+// TestStepClock: one sample per member done, from the member done before
+// it (the first from the entry's first step record), timed by the
+// members' own timestamps; members done before the clock started are not
+// samples; blocked time is not step time.
 func TestStepClock(t *testing.T) {
 	v := nightView()
+	doneOn(&v, "m4") // done before the clock starts: no sample
 	var c stepClock
 	at := func(d time.Duration) time.Time { return nightNow.Add(d) }
 	step := func(m string, since time.Duration) {
 		unavailable(&v, m, func(s *znodes.MemberState) { s.Down = &znodes.Down{Machine: m, Entry: "d-2", At: at(since)} })
 	}
-	finish := func(ms ...string) {
+	finish := func(m string, when time.Duration) {
 		for i := range v.states {
-			for _, m := range ms {
-				if v.states[i].Machine == m {
-					v.states[i].Down, v.states[i].Available = nil, true
-				}
+			if v.states[i].Machine == m {
+				v.states[i].Down, v.states[i].Available = nil, true
+				v.states[i].Current.Since = at(when)
 			}
 		}
-		doneOn(&v, ms...)
+		doneOn(&v, m)
 	}
-	if _, ok := c.observe(v, "", at(0)); ok {
-		t.Fatal("a sample before any step")
+	if got := c.observe(v, "", at(0)); len(got) != 0 {
+		t.Fatalf("samples before any step: %v", got)
 	}
 	step("m1", 2*time.Second)
-	if _, ok := c.observe(v, "", at(3*time.Second)); ok || !c.start.Equal(at(2*time.Second)) {
-		t.Fatalf("start = %v", c.start)
+	if got := c.observe(v, "", at(3*time.Second)); len(got) != 0 || !c.start.Equal(at(2*time.Second)) {
+		t.Fatalf("start = %v, samples %v", c.start, got)
 	}
-	finish("m1")
-	if s, ok := c.observe(v, "", at(12*time.Second)); !ok || s != 10 {
-		t.Fatalf("first sample = %v %v, want 10s from the step record", s, ok)
+	finish("m1", 12*time.Second)
+	if got := c.observe(v, "", at(13*time.Second)); len(got) != 1 || got[0] != 10 {
+		t.Fatalf("first sample = %v, want 10s from the step record to m1 done", got)
 	}
 	step("m2", 13*time.Second)
-	finish("m2")
-	if s, ok := c.observe(v, "", at(20*time.Second)); !ok || s != 8 {
-		t.Fatalf("second sample = %v %v, want 8s from m1 done", s, ok)
+	finish("m2", 20*time.Second)
+	if got := c.observe(v, "", at(21*time.Second)); len(got) != 1 || got[0] != 8 {
+		t.Fatalf("second sample = %v, want 8s from m1 done to m2 done", got)
 	}
 	// Blocked (paused) for an hour after m2: not counted.
-	if _, ok := c.observe(v, znodes.BlockedPaused, at(time.Hour)); ok || !c.mark.IsZero() {
+	if got := c.observe(v, znodes.BlockedPaused, at(time.Hour)); len(got) != 0 || !c.last.IsZero() {
 		t.Fatal("blocked: still timing")
 	}
 	step("m3", time.Hour+time.Minute)
-	step("m4", time.Hour+time.Minute)
-	if _, ok := c.observe(v, "", at(time.Hour+time.Minute+time.Second)); ok || !c.mark.Equal(at(time.Hour+time.Minute)) {
-		t.Fatalf("mark = %v, want the step records' time", c.mark)
+	if got := c.observe(v, "", at(time.Hour+time.Minute+time.Second)); len(got) != 0 || !c.last.Equal(at(time.Hour+time.Minute)) {
+		t.Fatalf("last = %v, want the step record's time", c.last)
 	}
-	finish("m3", "m4")
-	if s, ok := c.observe(v, "", at(time.Hour+time.Minute+20*time.Second)); !ok || s != 10 {
-		t.Fatalf("batch sample = %v %v, want 20s / 2 members", s, ok)
+	finish("m3", time.Hour+time.Minute+5*time.Second)
+	if got := c.observe(v, "", at(time.Hour+2*time.Minute)); len(got) != 1 || got[0] != 5 {
+		t.Fatalf("after the block: %v, want 5s", got)
 	}
 	st := addSample(znodes.StepStat{}, 10, nightNow)
 	st = addSample(st, 20, nightNow)
@@ -204,7 +204,7 @@ func TestBuildNight(t *testing.T) {
 	web.svc = &spec.Service{Version: "2.0.0", Quorum: spec.Quorum{Count: 1}, MaxParallel: 2}
 	in := nightInput{now: nightNow, headID: "new", views: []entryView{store, web},
 		steps: map[string]znodes.StepStat{"store": {Seconds: 20, Samples: 3}},
-		clock: stepClock{entry: "d-2", done: 1, mark: nightNow.Add(-5 * time.Second), start: nightNow.Add(-time.Minute)}}
+		clock: stepClock{entry: "d-2", last: nightNow.Add(-5 * time.Second), start: nightNow.Add(-time.Minute)}}
 	r := buildNight(in)
 	if r.State != znodes.NightRolling || r.Remaining != 7 {
 		t.Fatalf("state %s remaining %d", r.State, r.Remaining)
