@@ -3,6 +3,11 @@
 // services (web depends on store), publish and push v1, then v2 with a live
 // progress view, then a rollback. It ends by itself and prints what happened.
 //
+// It runs secured, as a fleet should: ZooKeeper only over TLS (a test CA
+// under .demo/tls), the tree initialized with ACLs per role (dcroll init;
+// credentials under .demo/creds), and every HEAD signed (dcroll keygen,
+// push --sign) with agents that trust only that key (--trust).
+//
 //	go run ./cmd/dcdemo -dcroll bin/dcroll -dir .demo      (make demo)
 package main
 
@@ -33,6 +38,44 @@ type demo struct {
 	procs    []*exec.Cmd
 	conn     *znodes.Conn
 	start    time.Time
+
+	// The secured fleet: the CA ZooKeeper's certificate chains to, the
+	// roles' credential files, the signing key.
+	ca    string
+	creds map[string]string
+	key   string
+}
+
+// roleOf is the role whose credential a demo command runs with.
+func roleOf(cmd string) string {
+	switch cmd {
+	case "origin", "blob", "push", "rollback":
+		return znodes.RoleRelease
+	case "coordinator":
+		return znodes.RoleCoordinator
+	case "agent":
+		return znodes.RoleAgent
+	case "init":
+		return znodes.RoleAdmin
+	}
+	return "" // reads: the tree is world-readable
+}
+
+// argv is a dcroll command line of the secured demo: TLS, the command's
+// credential, --sign for HEAD moves and --trust for agents.
+func (d *demo) argv(args []string) []string {
+	out := []string{"--zk", d.zk, "--zk-tls-ca", d.ca}
+	if cred := d.creds[roleOf(args[0])]; cred != "" {
+		out = append(out, "--zk-auth", cred)
+	}
+	out = append(out, args...)
+	switch args[0] {
+	case "push", "rollback":
+		out = append(out, "--sign", d.key)
+	case "agent":
+		out = append(out, "--trust", d.key+".pub")
+	}
+	return out
 }
 
 func main() {
@@ -70,8 +113,13 @@ func (d *demo) run(ctx context.Context, racks, perRack int) error {
 		}
 	}
 
-	d.say("starting a real ZooKeeper 3.8 (Debian package) on loopback")
-	srv, err := zkserver.Start(ctx, zkserver.Options{Dir: filepath.Join(d.dir, "zk"), MaxSessionTimeout: 60 * time.Second})
+	d.say("starting a real ZooKeeper 3.8 (Debian package) on loopback, TLS only for dcroll (a test CA in %s)", filepath.Join(d.dir, "tls"))
+	pki, err := zkserver.NewTestPKI(filepath.Join(d.dir, "tls"))
+	if err != nil {
+		return err
+	}
+	d.ca = pki.CA
+	srv, err := zkserver.Start(ctx, zkserver.Options{Dir: filepath.Join(d.dir, "zk"), MaxSessionTimeout: 60 * time.Second, TLS: pki.TLS(zkserver.ClientAuthNone)})
 	if err != nil {
 		return err
 	}
@@ -80,9 +128,16 @@ func (d *demo) run(ctx context.Context, racks, perRack int) error {
 		d.shutdown()
 		srv.Stop()
 	}()
-	d.zk = srv.Addr()
-	d.say("ZooKeeper serving at %s", d.zk)
-	d.conn, err = znodes.Dial(ctx, znodes.Options{Servers: d.zk, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	d.zk = srv.SecureAddr()
+	d.say("ZooKeeper serving TLS at %s", d.zk)
+	if err := d.secure(ctx); err != nil {
+		return err
+	}
+	zo := znodes.Options{Servers: d.zk, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
+	if err := (znodes.Security{TLSCA: d.ca}).Apply(&zo); err != nil {
+		return err
+	}
+	d.conn, err = znodes.Dial(ctx, zo)
 	if err != nil {
 		return err
 	}
@@ -291,8 +346,45 @@ func (d *demo) printStatus() {
 	fmt.Print(indent(out))
 }
 
+// secure makes the administrator's credential, runs dcroll init (ACLs per
+// role, a credential per role) and dcroll keygen.
+func (d *demo) secure(ctx context.Context) error {
+	dir := filepath.Join(d.dir, "creds")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	admin, err := znodes.NewCredential(znodes.RoleAdmin)
+	if err != nil {
+		return err
+	}
+	d.creds = map[string]string{znodes.RoleAdmin: filepath.Join(dir, "admin.cred")}
+	if err := os.WriteFile(d.creds[znodes.RoleAdmin], []byte(admin+"\n"), 0o600); err != nil {
+		return err
+	}
+	out, err := d.dcroll(ctx, "init", "--credentials", dir)
+	if err != nil {
+		return err
+	}
+	d.say("dcroll init: the tree has ACLs per role; credentials in %s", dir)
+	fmt.Print(indent(out))
+	for _, r := range znodes.Roles[1:] {
+		d.creds[r] = filepath.Join(dir, r+".cred")
+	}
+	d.key = filepath.Join(d.dir, "keys", "release.key")
+	if err := os.MkdirAll(filepath.Dir(d.key), 0o700); err != nil {
+		return err
+	}
+	out, err = d.dcroll(ctx, "keygen", d.key)
+	if err != nil {
+		return err
+	}
+	d.say("dcroll keygen: %s", strings.TrimSpace(out))
+	d.say("every push and rollback is signed with it; agents run with --trust %s.pub", d.key)
+	return nil
+}
+
 func (d *demo) dcroll(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, d.bin, append([]string{"--zk", d.zk}, args...)...)
+	cmd := exec.CommandContext(ctx, d.bin, d.argv(args)...)
 	out, err := cmd.Output()
 	if err != nil {
 		msg := ""
@@ -320,7 +412,7 @@ func (d *demo) spawn(name string, args ...string) {
 		d.say("log %s: %v", name, err)
 		return
 	}
-	cmd := exec.Command(d.bin, append([]string{"--zk", d.zk}, args...)...)
+	cmd := exec.Command(d.bin, d.argv(args)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

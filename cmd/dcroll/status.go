@@ -213,7 +213,7 @@ func printQueue(w io.Writer, st *coordinator.Status, now time.Time) {
 	for i, e := range st.Queue {
 		s, ok := by[e.Node]
 		done, step, eta, blocked := "-", "-", "-", "-"
-		if ok {
+		if ok && e.State != znodes.DeployDone && e.Kind != string(spec.ChangeNew) {
 			done = fmt.Sprintf("%s %d/%d", progressBar(s.Done, s.Members, 10), s.Done, s.Members)
 			if s.StepSeconds > 0 {
 				step = (time.Duration(s.StepSeconds * float64(time.Second))).Round(100 * time.Millisecond).String()
@@ -224,6 +224,8 @@ func printQueue(w io.Writer, st *coordinator.Status, now time.Time) {
 			if !s.ETA.IsZero() {
 				eta = s.ETA.Local().Format("15:04:05")
 			}
+		}
+		if ok {
 			blocked = dash(s.BlockedBy)
 		}
 		if e.State == znodes.DeployHalted && !ok {
