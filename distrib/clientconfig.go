@@ -42,10 +42,9 @@ type clientOptions struct {
 //   - MaxUnverifiedBytes = 0 (no limit): v1.59.1 walks its piece order
 //     (partial, then rarest first) and stops after 64 MiB of incomplete
 //     pieces, counting pieces that no connected peer has. Rarest first puts
-//     pieces held by nobody (or only by the origin) at the front, so a host
-//     never asked its rack peers for the pieces they already had: it waited
-//     for pieces nobody had (a non-gateway stalled) or pulled them from the
-//     origin across the rack uplink (every host took ~25 % from the origin).
+//     pieces held by nobody at the front, so a host never asked its rack
+//     peers for the pieces they had. Nodes keep their own window of whole
+//     pieces instead, of pieces a peer can send (steering).
 //   - DefaultStorage refuses everything: each torrent gets its own storage
 //     rooted in a directory named by a verified hash (never by metainfo).
 func newClient(o clientOptions) (*torrent.Client, error) {

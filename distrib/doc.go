@@ -29,10 +29,27 @@
 // of other racks, then the origin, last. So a blob crosses each rack uplink
 // about once; see Ranking.
 //
+// A data center without an origin (TrackerConfig.OriginDC) gets it through
+// one DC gateway, the earliest of its rack gateways; its other rack
+// gateways pull from the DC gateway, so one copy crosses the WAN.
+//
 // Node main loop (Fetch): add the torrent (web seeds removed), DownloadAll,
-// poll every 250 ms for progress; after StallTimeout without progress add
-// the web seeds; when complete hash the file, rename it into blobs/ (the
-// mmap follows the inode, so seeding continues). Bytes received are counted
-// per peer class (same rack, same DC, other) through the client's
-// ReceivedUsefulData callback and the rack map.
+// then every 25 ms (steerEvery):
+//   - steer the piece order: pieces some connected peer has are wanted above
+//     those nobody has, the rack's spread segment first (steering,
+//     spreadSegment), inside a small request window (RequestWindow): pieces
+//     complete quickly and move on down the rack chain;
+//   - watch for a stall (stallWatch): a peer went away and nothing arrived
+//     for RerouteAfter (2 s), or nothing for 3 x RerouteAfter: re-announce
+//     as stalled (the tracker probes the rack and forgets dead members, so
+//     the next member becomes gateway or the predecessor is handed out),
+//     then add peers from the rack map (rack, data center, everyone) one
+//     level per RerouteAfter: with the origin and its tracker gone the
+//     fleet finishes from itself;
+//   - after StallTimeout without progress add the web seeds.
+//
+// When complete, hash the file, rename it into blobs/ (the mmap follows the
+// inode, so seeding continues). Bytes received are counted per peer class
+// (same rack, same DC, other) through the client's ReceivedUsefulData
+// callback and the rack map. Progress is reported every 250 ms.
 package distrib

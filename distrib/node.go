@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -52,6 +53,14 @@ type NodeConfig struct {
 	Logger      *slog.Logger
 	// StallTimeout before falling back to the web seed (default 20 s).
 	StallTimeout time.Duration
+	// RerouteAfter: after losing a peer, how long a download may make no
+	// progress before the node re-announces as stalled and then adds peers
+	// from the rack map (default DefaultRerouteAfter; see stallWatch).
+	RerouteAfter time.Duration
+	// RequestWindow is how many bytes of pieces a download asks for at
+	// once, rounded up to whole pieces, at least two (default
+	// DefaultRequestWindow; < 0: no limit). See steering.
+	RequestWindow int64
 	// UploadRateLimiter and DownloadRateLimiter throttle BitTorrent traffic
 	// (nil: unlimited).
 	UploadRateLimiter   *rate.Limiter
@@ -68,6 +77,7 @@ type Node struct {
 	racks    *RackMap
 	locker   *mlock.Locker
 	peerAddr string
+	httpc    *http.Client // out-of-band announces, from the node's IP
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -111,6 +121,12 @@ func NewNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if cfg.StallTimeout <= 0 {
 		cfg.StallTimeout = DefaultStallTimeout
 	}
+	if cfg.RerouteAfter <= 0 {
+		cfg.RerouteAfter = DefaultRerouteAfter
+	}
+	if cfg.RequestWindow == 0 {
+		cfg.RequestWindow = DefaultRequestWindow
+	}
 	st, err := OpenStore(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -135,6 +151,11 @@ func NewNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.peerAddr = clientAddr(n.cl, cfg.ListenAddr)
+	tr := &http.Transport{DisableKeepAlives: true}
+	if d := boundDialer(cfg.ListenAddr); d != nil {
+		tr.DialContext = d.DialContext
+	}
+	n.httpc = &http.Client{Transport: tr, Timeout: announceTimeout}
 	if host, port, _ := net.SplitHostPort(n.peerAddr); host == "" || net.ParseIP(host).IsUnspecified() {
 		n.peerAddr = net.JoinHostPort(hostIP(), port)
 	}
@@ -337,11 +358,18 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 	n.log.Info("fetching blob", "blob", bs.id, "size", b.Size, "infohash", b.InfoHash)
 	<-t.GotInfo()
 	t.DownloadAll()
+	trackers := announceURLs(ct.mi, b.Trackers)
+	segBegin, segEnd := n.spreadSegment(t.NumPieces())
+	st := newSteering(segBegin, segEnd, ct.info.PieceLength, n.cfg.RequestWindow)
 
-	tick := time.NewTicker(250 * time.Millisecond)
+	// The loop runs every steerEvery so that a piece a peer just announced
+	// is wanted soon (steer); progress is reported every 250 ms.
+	tick := time.NewTicker(steerEvery)
 	defer tick.Stop()
+	var reported time.Time
 	last, lastAt, lastProgress := t.BytesCompleted(), time.Now(), time.Now()
 	webseeded := false
+	watch := newStallWatch(n.cfg.RerouteAfter, lastProgress)
 	for !t.Complete().Bool() {
 		select {
 		case <-ctx.Done():
@@ -360,6 +388,13 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 		if got > last {
 			lastProgress = now
 		}
+		if lv := watch.observe(now, peerConnAddrs(t), got > last, got > 0); lv >= 0 && !t.Complete().Bool() {
+			n.reroute(ctx, t, ct, trackers, lv)
+			if lv >= levelDC {
+				st.recover(int(pieceOffset(n.cfg.Machine) % uint64(max(t.NumPieces(), 1))))
+			}
+		}
+		st.steer(t)
 		last, lastAt = got, now
 		stall := n.cfg.StallTimeout
 		if webseeded {
@@ -373,13 +408,20 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 					bs.id, got, b.Size, len(t.PeerConns()), stall)
 			}
 			n.log.Warn("swarm stalled; falling back to the web seed", "blob", bs.id, "bytes", got, "peers", len(t.PeerConns()), "urls", b.URLs)
+			// Steering goes on, with every piece sendable: the window
+			// moves on whoever (peers or the web seed) sends. Wanting
+			// every piece at once instead filled anacrolix's window with
+			// pieces only the web seed had: with the origin dead, every
+			// host stopped there for good.
 			t.AddWebSeeds(b.URLs)
+			st.webseed = true
 			webseeded, lastProgress = true, now
 			bs.mu.Lock()
 			bs.source = SourceWebSeed
 			bs.mu.Unlock()
 		}
-		if onProgress != nil {
+		if onProgress != nil && now.Sub(reported) >= 250*time.Millisecond {
+			reported = now
 			onProgress(n.progressOf(bs))
 		}
 	}

@@ -41,6 +41,9 @@ type OriginConfig struct {
 	UploadRateLimiter *rate.Limiter
 	// DisableBitTorrent serves HTTP only (web seed and tracker).
 	DisableBitTorrent bool
+	// DC is the origin's data center ("" unknown): racks of other data
+	// centers then pull the blob across the WAN through one DC gateway.
+	DC string
 	// Ranking and MaxPeers configure the tracker (zero: rack-aware defaults).
 	Ranking  Ranking
 	MaxPeers int
@@ -94,7 +97,7 @@ func NewOrigin(cfg OriginConfig) (*Origin, error) {
 			o.log.Warn("origin listens on an unspecified address; the tracker cannot hand it out", "addr", cfg.ListenAddr)
 		}
 	}
-	o.tracker = NewTracker(TrackerConfig{Racks: o.racks, Origins: origins, MaxPeers: cfg.MaxPeers, Ranking: cfg.Ranking, OnAnswer: cfg.OnAnswer, Logger: cfg.Logger})
+	o.tracker = NewTracker(TrackerConfig{Racks: o.racks, Origins: origins, OriginDC: cfg.DC, MaxPeers: cfg.MaxPeers, Ranking: cfg.Ranking, OnAnswer: cfg.OnAnswer, Logger: cfg.Logger})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		o.closeClient()

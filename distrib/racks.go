@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -171,6 +173,21 @@ func (m *RackMap) LookupExact(addr netip.AddrPort) (znodes.Agent, bool) {
 	defer m.mu.RUnlock()
 	a, ok := m.byAddr[addr]
 	return a, ok
+}
+
+// agents returns every registered agent, sorted by machine.
+func (m *RackMap) agents() []znodes.Agent {
+	if m == nil {
+		return nil
+	}
+	m.mu.RLock()
+	out := make([]znodes.Agent, 0, len(m.byMachine))
+	for _, a := range m.byMachine {
+		out = append(out, a)
+	}
+	m.mu.RUnlock()
+	slices.SortFunc(out, func(a, b znodes.Agent) int { return strings.Compare(a.Machine, b.Machine) })
+	return out
 }
 
 // Machine returns the agent registered as name.

@@ -46,6 +46,7 @@ type Ranking struct {
 	CrossRack int  // other-rack peers of the same DC per gateway (0: 2, or none when an origin is handed out; <0: none)
 	OtherDC   int  // peers of other DCs or unknown location per gateway (0: 1, or none when an origin is handed out; <0: none)
 	Gateways  int  // gateways per rack and blob (0: 1)
+	ChainSpan int  // chain neighbours on each side (0: 1; 2: also the members two hops away)
 	Random    bool // ignore location
 }
 
@@ -88,10 +89,20 @@ func (r Ranking) Rank(self PeerLoc, peers []PeerLoc, n int) []PeerLoc {
 	}
 	byHash(origins)
 	if self.Origin && !r.Random {
-		// The origin feeds the gateways only (they connect to it as well).
+		// The origin feeds the gateways only (they connect to it as well):
+		// every rack gateway of its own data center, and only the DC
+		// gateway of every other one (see dcGateway).
 		var gws []PeerLoc
-		for _, g := range r.gatewaysByRack(rest, gw) {
-			gws = append(gws, g...)
+		byDC := map[string][]PeerLoc{}
+		for k, g := range r.gatewaysByRack(rest, gw) {
+			if self.DC == "" || k[0] == self.DC || k[0] == "?" {
+				gws = append(gws, g...)
+			} else {
+				byDC[k[0]] = append(byDC[k[0]], g...)
+			}
+		}
+		for _, g := range byDC {
+			gws = append(gws, dcGateways(g, gw)...)
 		}
 		byHash(gws)
 		return gws[:min(n, len(gws))]
@@ -117,11 +128,25 @@ func (r Ranking) Rank(self PeerLoc, peers []PeerLoc, n int) []PeerLoc {
 		}
 	}
 	isGW := isGateway(self, same, gw)
-	same = r.rackNeighbours(self, same, gw)
+	same = r.rackNeighbours(self, same, gw, max(r.ChainSpan, 1))
 	byHash(cross)
 	byHash(other)
 	if !isGW {
 		return same[:min(len(same), n)]
+	}
+	if remote := remoteOrigins(self, origins); remote {
+		// No origin in our data center: only its DC gateway pulls from the
+		// origin across the WAN, every other rack gateway of the DC pulls
+		// from the DC gateway, so one copy crosses the WAN.
+		if dgw := dcGateways(append(slices.Clone(cross), self), gw); !slices.ContainsFunc(dgw, func(p PeerLoc) bool { return p.Addr == self.Addr }) {
+			sameN := min(len(same), max(n-len(dgw), 0))
+			return append(same[:sameN:sameN], dgw...)
+		}
+		// We are a DC gateway: the origin, and the DC's other rack gateways
+		// (they will connect to us anyway).
+		sameN := min(len(same), slots)
+		out := append(same[:sameN:sameN], cross[:min(len(cross), max(slots-sameN, 0))]...)
+		return append(out, origins...)
 	}
 	if len(origins) > 0 && r.CrossRack == 0 && r.OtherDC == 0 {
 		// Default quotas with an origin: it feeds every gateway, and a
@@ -147,7 +172,7 @@ func (r Ranking) Rank(self PeerLoc, peers []PeerLoc, n int) []PeerLoc {
 // connection and serves them in random order, so every member asks the
 // gateway for every piece it has and the gateway's uplink carries each
 // piece once per member. Seeders (complete members) are extra sources.
-func (r Ranking) rackNeighbours(self PeerLoc, same []PeerLoc, g int) []PeerLoc {
+func (r Ranking) rackNeighbours(self PeerLoc, same []PeerLoc, g, span int) []PeerLoc {
 	members := append(slices.Clone(same), self)
 	slices.SortFunc(members, earliest)
 	pos := slices.IndexFunc(members, func(p PeerLoc) bool { return p.Addr == self.Addr })
@@ -155,7 +180,7 @@ func (r Ranking) rackNeighbours(self PeerLoc, same []PeerLoc, g int) []PeerLoc {
 	for i, p := range members {
 		switch {
 		case i == pos:
-		case i == pos-g || i == pos+g:
+		case (i-pos)%g == 0 && abs(i-pos) <= span*g:
 			out = append(out, p)
 		case p.Seeder:
 			seeders = append(seeders, p)
@@ -163,6 +188,26 @@ func (r Ranking) rackNeighbours(self PeerLoc, same []PeerLoc, g int) []PeerLoc {
 	}
 	slices.SortStableFunc(seeders, func(a, b PeerLoc) int { return cmp.Compare(pairHash(self, a), pairHash(self, b)) })
 	return append(out, seeders...)
+}
+
+// remoteOrigins reports whether the origins are known to sit in another
+// data center than self (TrackerConfig.OriginDC).
+func remoteOrigins(self PeerLoc, origins []PeerLoc) bool {
+	if len(origins) == 0 || self.DC == "" {
+		return false
+	}
+	for _, o := range origins {
+		if o.DC == "" || o.DC == self.DC {
+			return false
+		}
+	}
+	return true
+}
+
+// dcGateways returns the g earliest of a data center's rack gateways: in a
+// data center without an origin they alone talk to the origin.
+func dcGateways(rackGateways []PeerLoc, g int) []PeerLoc {
+	return gateways(rackGateways, g)
 }
 
 // gatewaysByRack groups peers by (DC, rack), a peer of unknown location
@@ -197,6 +242,13 @@ func isGateway(self PeerLoc, same []PeerLoc, g int) bool {
 		}
 	}
 	return earlier < g
+}
+
+func abs(v int) int {
+	if v < 0 {
+		return -v
+	}
+	return v
 }
 
 func earliest(a, b PeerLoc) int {

@@ -96,6 +96,12 @@ func TestRankPeers(t *testing.T) {
 					t.Errorf("got %v, want a1-3 then seeder a1-1", machines(got))
 				}
 			}},
+		{name: "chain span 2: both neighbours on each side", rank: Ranking{ChainSpan: 2}, self: a13, peers: all, n: 10, classes: "RRR",
+			check: func(t *testing.T, got []PeerLoc) {
+				if a, b, c := got[0].Machine, got[1].Machine, got[2].Machine; a != "a1-1" || b != "a1-2" || c != "a1-4" {
+					t.Errorf("got %v, want a1-1, a1-2 (two predecessors) and a1-4 (successor)", machines(got))
+				}
+			}},
 		{name: "self excluded by machine even at another address", self: loc("10.0.1.9:1", "a1-2", "a1", "dc1", 1), peers: all, n: 10, classes: "RR"},
 		{name: "small n keeps cross-rack quota for the gateway", self: a11, peers: noOrigin, n: 3, classes: "DDX"},
 		{name: "n=0 still hands the gateway the origin", self: a11, peers: all, n: 0, classes: "O"},

@@ -2,10 +2,15 @@ package distrib
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 )
 
@@ -74,10 +79,36 @@ func addDownload(cl *torrent.Client, st *Store, ct *checkedTorrent) (*torrent.To
 		return nil, fmt.Errorf("fetch %s: %w", IDOf(ct.hex), err)
 	}
 	spec.Webseeds = nil
-	spec.Storage = storage.NewMMapWithCompletion(st.partialDir(ct.infoHash.HexString()), storage.NewMapPieceCompletion())
+	dir := st.partialDir(ct.infoHash.HexString())
+	var pc storage.PieceCompletion = storage.NewMapPieceCompletion()
+	if _, err := os.Stat(filepath.Join(dir, ct.hex)); errors.Is(err, fs.ErrNotExist) {
+		// Nothing downloaded yet: every piece is known to be missing, so
+		// anacrolix skips its initial piece check, which would hash the
+		// whole (empty, sparse) file first and hold back the verification
+		// of the first pieces received (measured: the first bytes reached
+		// the second host of a rack chain 5-9 s after the start for a
+		// 128 MiB blob on a busy machine, vs 0.5 s for 32 MiB). A partial
+		// file left by an interrupted Fetch is checked as before, so the
+		// download resumes from its verified pieces.
+		pc = freshCompletion{pc}
+	}
+	spec.Storage = storage.NewMMapWithCompletion(dir, pc)
 	t, _, err := cl.AddTorrentSpec(spec)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", IDOf(ct.hex), err)
 	}
 	return t, nil
+}
+
+// freshCompletion reports pieces it knows nothing about as known missing
+// (a new, empty download) instead of unknown (which makes anacrolix hash
+// them before anything else).
+type freshCompletion struct{ storage.PieceCompletion }
+
+func (f freshCompletion) Get(pk metainfo.PieceKey) (storage.Completion, error) {
+	c, err := f.PieceCompletion.Get(pk)
+	if err == nil && !c.Ok {
+		c = storage.Completion{Ok: true, Complete: false}
+	}
+	return c, err
 }

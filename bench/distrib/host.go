@@ -23,8 +23,8 @@ import (
 
 // hostFlags configure one host process.
 type hostFlags struct {
-	mode, machine, rack, dir, listen, zk, id, url string
-	size                                          int64
+	mode, machine, rack, dc, dir, listen, zk, id, url string
+	size, window                                      int64
 }
 
 // fetcher gets the blob onto one host. It is built (connected, registered)
@@ -53,12 +53,14 @@ func hostMain(args []string) error {
 	fs.StringVar(&f.mode, "mode", "", "rack, random or central")
 	fs.StringVar(&f.machine, "machine", "", "machine name")
 	fs.StringVar(&f.rack, "rack", "", "rack name")
+	fs.StringVar(&f.dc, "dc", dataCenter, "data center name")
 	fs.StringVar(&f.dir, "dir", "", "data directory")
 	fs.StringVar(&f.listen, "listen", "", "peer listen address ip:port")
 	fs.StringVar(&f.zk, "zk", "", "ZooKeeper address")
 	fs.StringVar(&f.id, "id", "", "blob id sha256:<hex>")
 	fs.StringVar(&f.url, "url", "", "web seed URL of the blob")
 	fs.Int64Var(&f.size, "size", 0, "blob size")
+	fs.Int64Var(&f.window, "request-window", 0, "distrib request window (0: default)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,9 +78,13 @@ func hostMain(args []string) error {
 	switch f.mode {
 	case ModeCentral:
 		fe = &httpFetcher{url: f.url, id: f.id, dir: f.dir}
-	case ModeRack, ModeRandom, ModeRackGW:
-		fe, err = newSwarmFetcher(ctx, f, log)
+	case ModeAria2:
+		fe = &aria2Fetcher{id: f.id, dir: f.dir, torrent: f.url}
 	default:
+		if swarmMode(f.mode) {
+			fe, err = newSwarmFetcher(ctx, f, log)
+			break
+		}
 		err = fmt.Errorf("unknown mode %q", f.mode)
 	}
 	if err != nil {
@@ -100,8 +106,34 @@ func hostMain(args []string) error {
 		return nil
 	}
 	start := time.Now()
+	stopProgress := func() {}
+	if st, ok := fe.(interface {
+		Status() (int64, int, bool)
+	}); ok {
+		// Timelines and the fault scenarios' triggers: a line every 250 ms.
+		pctx, pcancel := context.WithCancel(ctx)
+		stopProgress = pcancel
+		go func() {
+			tick := time.NewTicker(250 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-pctx.Done():
+					return
+				case <-tick.C:
+				}
+				b, peers, gw := st.Status()
+				ev := event{Event: "progress", Bytes: b, Peers: peers, Gateway: gw}
+				if h, ok := fe.(interface{ Have() string }); ok && f.mode == ModeKillOrigin {
+					ev.Have = h.Have() // the fleet's union when the origin dies
+				}
+				emit(ev)
+			}
+		}()
+	}
 	path, err := fe.Fetch(ctx)
 	took := time.Since(start)
+	stopProgress()
 	if err != nil {
 		emit(event{Event: "done", Err: err.Error()})
 		return err
@@ -112,6 +144,9 @@ func hostMain(args []string) error {
 		return err
 	}
 	done := event{Event: "done", Bytes: fi.Size(), FetchNS: took.Nanoseconds(), Source: "http"}
+	if f.mode == ModeAria2 {
+		done.Source = "aria2c"
+	}
 	if src, ok := fe.(interface {
 		Source() (string, int64, int64, int64)
 	}); ok {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,23 +26,55 @@ const (
 	// ModeRackGW is an experiment, not distrib's behaviour: rack-aware, but
 	// the origin is handed out only to rack gateways (see gatewayTracker).
 	ModeRackGW = "rack-gw"
+	// ModeAria2 is the stock swarm: aria2c + opentracker (Debian packages).
+	ModeAria2 = "aria2c"
+	// Fault scenarios, all the rack-aware swarm: a chain member (not a
+	// gateway) of rack r1 killed at 30 %, rack r1's gateway killed at 30 %,
+	// the origin (seeder, web seed and tracker) killed when the gateways hold
+	// half the blob on average.
+	ModeKillChain  = "kill-chain"
+	ModeKillGW     = "kill-gw"
+	ModeKillOrigin = "kill-origin"
+	// ModeWAN is the rack-aware swarm on two data centers: rack r0 and the
+	// origin in dc1, the other racks in dc2 behind a WAN link (WANMbit,
+	// WANDelay each way), shaped with tbf and netem.
+	ModeWAN = "wan"
 )
+
+// defaultModes run in this order; central and random are left out by
+// default (central alone takes ~9.5 min; both are in results/ before
+// 2026-12).
+const defaultModes = "rack,aria2c,kill-chain,kill-gw,kill-origin,wan"
+
+// swarmMode reports whether mode runs distrib's origin and nodes.
+func swarmMode(m string) bool {
+	switch m {
+	case ModeRack, ModeRandom, ModeRackGW, ModeKillChain, ModeKillGW, ModeKillOrigin, ModeWAN:
+		return true
+	}
+	return false
+}
 
 // Config is one benchmark run.
 type Config struct {
-	Size        int64         `json:"size"`         // blob size in bytes
-	Racks       int           `json:"racks"`        // racks of hosts
-	Hosts       int           `json:"hosts"`        // hosts per rack
-	HostMbit    float64       `json:"host_mbit"`    // host link, each direction
-	UplinkMbit  float64       `json:"uplink_mbit"`  // rack uplink, each direction
-	SeederMbit  float64       `json:"seeder_mbit"`  // seeder link, each direction
-	PieceLength int64         `json:"piece_length"` // torrent piece length (0: distrib's default)
-	MTU         int           `json:"mtu"`          // link MTU
-	Modes       []string      `json:"modes"`        // modes to run, in order
-	Timeout     time.Duration `json:"-"`            // per mode
-	Out         string        `json:"-"`            // results directory ("" = print only)
-	Work        string        `json:"-"`            // scratch directory (default: a temp dir)
-	Keep        bool          `json:"-"`            // keep the scratch directory
+	Size         int64         `json:"size"`              // blob size in bytes
+	Racks        int           `json:"racks"`             // racks of hosts
+	Hosts        int           `json:"hosts"`             // hosts per rack
+	HostMbit     float64       `json:"host_mbit"`         // host link, each direction
+	UplinkMbit   float64       `json:"uplink_mbit"`       // rack uplink, each direction
+	SeederMbit   float64       `json:"seeder_mbit"`       // seeder link, each direction
+	PieceLength  int64         `json:"piece_length"`      // torrent piece length (0: distrib's default)
+	Window       int64         `json:"request_window"`    // distrib.NodeConfig.RequestWindow (0: default, < 0: none)
+	ChainSpan    int           `json:"chain_span"`        // distrib.Ranking.ChainSpan (0: default)
+	NotSentLowat int64         `json:"tcp_notsent_lowat"` // net.ipv4.tcp_notsent_lowat in every host and seeder namespace (0: kernel default)
+	MTU          int           `json:"mtu"`               // link MTU
+	Modes        []string      `json:"modes"`             // modes to run, in order
+	WANMbit      float64       `json:"wan_mbit"`          // wan mode: the link between the data centers
+	WANDelay     time.Duration `json:"wan_delay_ns"`      // wan mode: netem delay, each direction
+	Timeout      time.Duration `json:"-"`                 // per mode
+	Out          string        `json:"-"`                 // results directory ("" = print only)
+	Work         string        `json:"-"`                 // scratch directory (default: a temp dir)
+	Keep         bool          `json:"-"`                 // keep the scratch directory
 }
 
 func main() {
@@ -54,6 +87,8 @@ func main() {
 			err = originMain(os.Args[2:])
 		case "zk":
 			err = zkMain(os.Args[2:])
+		case "render":
+			err = renderMain(os.Args[2:])
 		default:
 			err = benchMain(os.Args[1:])
 		}
@@ -72,12 +107,13 @@ func main() {
 func benchMain(args []string) error {
 	fs := flag.NewFlagSet("distrib", flag.ContinueOnError)
 	var (
-		cfg   Config
-		size  = fs.String("size", "128MiB", "blob size (B, KiB, MiB, GiB)")
-		piece = fs.String("piece-length", "0", "torrent piece length (0: distrib's default)")
-		modes = fs.String("modes", "rack,random,central", "modes to run, comma separated")
-		quick = fs.Bool("quick", false, "small run to develop with: 2 racks x 3 hosts, 32 MiB")
-		debug = fs.Bool("v", false, "debug logging")
+		cfg    Config
+		size   = fs.String("size", "128MiB", "blob size (B, KiB, MiB, GiB)")
+		piece  = fs.String("piece-length", "0", "torrent piece length (0: distrib's default)")
+		window = fs.String("request-window", "0", "distrib's request window per download (0: its default, -1: no limit)")
+		modes  = fs.String("modes", defaultModes, "modes to run, comma separated (rack, aria2c, kill-chain, kill-gw, kill-origin, wan, random, central, rack-gw)")
+		quick  = fs.Bool("quick", false, "small run to develop with: 2 racks x 3 hosts, 32 MiB")
+		debug  = fs.Bool("v", false, "debug logging")
 	)
 	fs.IntVar(&cfg.Racks, "racks", 3, "racks")
 	fs.IntVar(&cfg.Hosts, "hosts", 8, "hosts per rack")
@@ -85,6 +121,10 @@ func benchMain(args []string) error {
 	fs.Float64Var(&cfg.UplinkMbit, "uplink-mbit", 32, "rack uplink Mbit/s, each direction")
 	fs.Float64Var(&cfg.SeederMbit, "seeder-mbit", 48, "seeder link Mbit/s, each direction (default with -host-mbit: racks x host link)")
 	fs.IntVar(&cfg.MTU, "mtu", 1500, "link MTU")
+	fs.IntVar(&cfg.ChainSpan, "chain-span", 0, "distrib.Ranking.ChainSpan: chain neighbours on each side (0: distrib's default)")
+	fs.Int64Var(&cfg.NotSentLowat, "notsent-lowat", 0, "net.ipv4.tcp_notsent_lowat for every host and the seeder, bytes (0: kernel default, unlimited)")
+	fs.Float64Var(&cfg.WANMbit, "wan-mbit", 8, "wan mode: Mbit/s between the data centers, each direction")
+	fs.DurationVar(&cfg.WANDelay, "wan-delay", 20*time.Millisecond, "wan mode: delay each direction (netem)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 15*time.Minute, "give up on a mode after this long")
 	fs.StringVar(&cfg.Out, "out", "bench/results", "directory for distrib-<date>.{json,md} (empty: print only)")
 	fs.StringVar(&cfg.Work, "work", "", "scratch directory (default: a new temp dir, removed afterwards)")
@@ -115,13 +155,21 @@ func benchMain(args []string) error {
 	if cfg.PieceLength, err = parseSize(*piece); err != nil {
 		return err
 	}
+	if *window == "-1" {
+		cfg.Window = -1
+	} else if cfg.Window, err = parseSize(*window); err != nil {
+		return err
+	}
 	for _, m := range strings.Split(*modes, ",") {
 		switch m = strings.TrimSpace(m); m {
-		case ModeRack, ModeRandom, ModeCentral, ModeRackGW:
+		case ModeCentral, ModeAria2:
 			cfg.Modes = append(cfg.Modes, m)
 		case "":
 		default:
-			return fmt.Errorf("unknown mode %q: use rack, random, central or rack-gw", m)
+			if !swarmMode(m) {
+				return fmt.Errorf("unknown mode %q: use %s, random, central or rack-gw", m, defaultModes)
+			}
+			cfg.Modes = append(cfg.Modes, m)
 		}
 	}
 	level := slog.LevelInfo
@@ -145,6 +193,31 @@ func benchMain(args []string) error {
 		}
 	}
 	return err
+}
+
+// renderMain re-derives the checks and the markdown of stored results
+// (distrib-*.json) with this version of the code: "render FILE.json..."
+// rewrites FILE.md.
+func renderMain(args []string) error {
+	if len(args) == 0 {
+		return errors.New("render: want distrib-*.json files")
+	}
+	for _, path := range args {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		var r Result
+		if err := json.Unmarshal(data, &r); err != nil {
+			return fmt.Errorf("render %s: %w", path, err)
+		}
+		r.finish()
+		md := strings.TrimSuffix(path, ".json") + ".md"
+		if err := os.WriteFile(md, []byte(r.Markdown()), 0o644); err != nil {
+			return fmt.Errorf("render %s: %w", md, err)
+		}
+	}
+	return nil
 }
 
 // parseSize parses "128MiB", "1GiB", "512KiB", "4MB" or plain bytes.

@@ -18,10 +18,11 @@ import (
 
 // originFlags configure the seeder process.
 type originFlags struct {
-	mode, file, dir, zk, listen, httpAddr string
-	pieceLength                           int64
-	agents                                []string      // machines the tracker must know before "synced"
-	syncs                                 chan struct{} // a "sync" line arrived on stdin
+	mode, file, dir, zk, listen, httpAddr, dc string
+	pieceLength                               int64
+	chainSpan                                 int
+	agents                                    []string      // machines the tracker must know before "synced"
+	syncs                                     chan struct{} // a "sync" line arrived on stdin
 }
 
 func originMain(args []string) error {
@@ -31,9 +32,11 @@ func originMain(args []string) error {
 	fs.StringVar(&f.file, "file", "", "the blob to serve")
 	fs.StringVar(&f.dir, "dir", "", "origin store directory")
 	fs.StringVar(&f.zk, "zk", "", "ZooKeeper address (swarm modes)")
+	fs.StringVar(&f.dc, "dc", dataCenter, "the origin's data center")
 	fs.StringVar(&f.listen, "listen", "", "BitTorrent listen address ip:port")
 	fs.StringVar(&f.httpAddr, "http", "", "HTTP address ip:port (web seed, tracker)")
 	fs.Int64Var(&f.pieceLength, "piece-length", 0, "piece length (0: default)")
+	fs.IntVar(&f.chainSpan, "chain-span", 0, "distrib.Ranking.ChainSpan")
 	agents := fs.String("agents", "", "comma-separated machines to wait for on \"sync\"")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -65,9 +68,13 @@ func originMain(args []string) error {
 	switch f.mode {
 	case ModeCentral:
 		err = runHTTPOrigin(ctx, f, log)
-	case ModeRack, ModeRandom, ModeRackGW:
-		err = runSwarmOrigin(ctx, f, log)
+	case ModeAria2:
+		err = runAria2Origin(ctx, f, log)
 	default:
+		if swarmMode(f.mode) {
+			err = runSwarmOrigin(ctx, f, log)
+			break
+		}
 		err = fmt.Errorf("unknown mode %q", f.mode)
 	}
 	if err != nil {

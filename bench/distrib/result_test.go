@@ -52,12 +52,12 @@ func TestResultChecks(t *testing.T) {
 		rackSec    float64
 		into       int64 // per rack
 		centralSec float64
-		wantOK     []bool // bound, cross-rack, speedup
+		wantOK     []bool // bound, median, cross-rack, speedup
 	}{
-		{"all met", 1.2 * bound, s * 11 / 10, 10 * bound, []bool{true, true, true}},
-		{"slow", 2 * bound, s, 10 * bound, []bool{false, true, true}},
-		{"too much cross-rack", 1.1 * bound, 2 * s, 10 * bound, []bool{true, false, true}},
-		{"central close", 1.1 * bound, s, 3 * bound, []bool{true, true, false}},
+		{"all met", 1.2 * bound, s * 11 / 10, 10 * bound, []bool{true, true, true, true}},
+		{"slow", 2 * bound, s, 10 * bound, []bool{false, false, true, true}},
+		{"too much cross-rack", 1.1 * bound, 2 * s, 10 * bound, []bool{true, true, false, true}},
+		{"central close", 1.1 * bound, s, 3 * bound, []bool{true, true, true, false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newResult(cfg)
@@ -70,8 +70,8 @@ func TestResultChecks(t *testing.T) {
 				{Mode: ModeCentral, Seconds: tc.centralSec, Hosts: hosts(tc.centralSec), PerRack: per, IntoRacksBytes: 2 * tc.into},
 			}
 			r.finish()
-			if len(r.Checks) != 3 {
-				t.Fatalf("checks = %+v, want 3", r.Checks)
+			if len(r.Checks) != 4 {
+				t.Fatalf("checks = %+v, want 4", r.Checks)
 			}
 			for i, ch := range r.Checks {
 				if ch.OK != tc.wantOK[i] {

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"dcroll/distrib"
 	"dcroll/integration/netns"
 )
 
@@ -49,6 +50,10 @@ type event struct {
 	FromRack  int64  `json:"from_rack,omitempty"`
 	FromDC    int64  `json:"from_dc,omitempty"`
 	FromOther int64  `json:"from_other,omitempty"`
+	// progress lines (swarm hosts, every 250 ms)
+	Peers   int    `json:"peers,omitempty"`
+	Gateway bool   `json:"gateway,omitempty"` // connected to the origin
+	Have    string `json:"have,omitempty"`    // kill-origin: complete pieces, hex bitfield
 }
 
 // proc is a subprocess in a namespace that talks JSON lines on stdout.
@@ -60,6 +65,16 @@ type proc struct {
 	logf   *os.File
 	done   chan struct{} // closed when the process has exited
 	err    error         // exit error, valid after done
+
+	mu       sync.Mutex
+	progress func(event) // sees "progress" lines
+}
+
+// onProgress sets the callback for the process's progress lines.
+func (p *proc) onProgress(f func(event)) {
+	p.mu.Lock()
+	p.progress = f
+	p.mu.Unlock()
 }
 
 func startProc(ctx context.Context, topo *netns.Topology, h *netns.Host, logPath string, args ...string) (*proc, error) {
@@ -102,6 +117,17 @@ func startProc(ctx context.Context, topo *netns.Topology, h *netns.Host, logPath
 				continue
 			}
 			ev.Machine = h.Machine
+			if ev.Event == "progress" {
+				// Progress lines go to the callback, never into events:
+				// nobody may be reading events while a host downloads.
+				p.mu.Lock()
+				f := p.progress
+				p.mu.Unlock()
+				if f != nil {
+					f(ev)
+				}
+				continue
+			}
 			p.events <- ev
 		}
 		p.err = cmd.Wait()
@@ -200,7 +226,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("make blob: %w", err)
 	}
-	needZK := slices.ContainsFunc(cfg.Modes, func(m string) bool { return m != ModeCentral })
+	needZK := slices.ContainsFunc(cfg.Modes, swarmMode)
 	topo, err := netns.Build(ctx, netns.Config{
 		Racks: cfg.Racks, HostsPerRack: cfg.Hosts, Seeder: true, ZK: needZK, MTU: cfg.MTU, Logger: log,
 		Rates: netns.Rates{HostMbit: cfg.HostMbit, UplinkMbit: cfg.UplinkMbit, SeederMbit: cfg.SeederMbit},
@@ -209,6 +235,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		return nil, fmt.Errorf("build fabric: %w", err)
 	}
 	defer topo.Close()
+	if cfg.NotSentLowat > 0 {
+		for _, h := range append([]*netns.Host{topo.Seeder}, topo.Hosts...) {
+			if out, err := topo.Exec(ctx, h, "sysctl", "-w", "net.ipv4.tcp_notsent_lowat="+strconv.FormatInt(cfg.NotSentLowat, 10)); err != nil {
+				return nil, fmt.Errorf("tcp_notsent_lowat on %s: %v: %s", h.Machine, err, out)
+			}
+		}
+	}
 
 	res := newResult(cfg)
 	var zkAddr string
@@ -249,16 +282,45 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	return res, nil
 }
 
+// hostState is what the benchmark knows of a host during a mode, from its
+// progress lines (swarm modes).
+type hostState struct {
+	bytes          int64
+	timeline       []int64 // bytes held at each whole second since start
+	have           []byte  // complete pieces (kill-origin)
+	peers          int
+	gateway        bool
+	firstByte      time.Duration // since start; 0: none yet
+	half           time.Duration // reached S/2
+	killed         bool
+	killedAtBytes  int64
+	killedAtSecond float64
+}
+
 func runMode(ctx context.Context, topo *netns.Topology, cfg Config, mode string, b blob, zkAddr, dir string, log *slog.Logger) (ModeResult, error) {
 	mr := ModeResult{Mode: mode}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return mr, err
 	}
+	dcOf := func(rack string) string { return dataCenter }
+	if mode == ModeWAN {
+		wan, err := buildWAN(ctx, topo, cfg)
+		if err != nil {
+			return mr, fmt.Errorf("build the wan: %w", err)
+		}
+		defer func() {
+			if err := wan.remove(ctx); err != nil {
+				log.Warn("remove the wan", "err", err)
+			}
+		}()
+		dcOf = wan.dcOf
+		mr.wan, mr.WANDelayed = wan, wan.delayed
+	}
 	origin, err := startProc(ctx, topo, topo.Seeder, filepath.Join(dir, "origin.log"), "origin",
-		"-mode", mode, "-file", b.Path, "-dir", filepath.Join(dir, "origin"), "-zk", zkAddr,
+		"-mode", mode, "-file", b.Path, "-dir", filepath.Join(dir, "origin"), "-zk", zkAddr, "-dc", dataCenter,
 		"-listen", net.JoinHostPort(topo.Seeder.IP.String(), strconv.Itoa(peerPort)),
 		"-http", net.JoinHostPort(topo.Seeder.IP.String(), strconv.Itoa(originHTTP)),
-		"-piece-length", strconv.FormatInt(cfg.PieceLength, 10), "-agents", strings.Join(machines(topo), ","))
+		"-piece-length", strconv.FormatInt(cfg.PieceLength, 10), "-chain-span", strconv.Itoa(cfg.ChainSpan), "-agents", strings.Join(machines(topo), ","))
 	if err != nil {
 		return mr, err
 	}
@@ -281,9 +343,10 @@ func runMode(ctx context.Context, topo *netns.Topology, cfg Config, mode string,
 	}()
 	for i, h := range topo.Hosts {
 		p, err := startProc(ctx, topo, h, filepath.Join(dir, h.Machine+".log"), "host",
-			"-mode", mode, "-machine", h.Machine, "-rack", h.Rack, "-dir", filepath.Join(dir, h.Machine),
+			"-mode", mode, "-machine", h.Machine, "-rack", h.Rack, "-dc", dcOf(h.Rack), "-dir", filepath.Join(dir, h.Machine),
 			"-listen", net.JoinHostPort(h.IP.String(), strconv.Itoa(peerPort)),
-			"-zk", zkAddr, "-id", ready.ID, "-url", ready.URL, "-size", strconv.FormatInt(b.Size, 10))
+			"-zk", zkAddr, "-id", ready.ID, "-url", ready.URL, "-size", strconv.FormatInt(b.Size, 10),
+			"-request-window", strconv.FormatInt(cfg.Window, 10))
 		if err != nil {
 			return mr, err
 		}
@@ -311,12 +374,38 @@ func runMode(ctx context.Context, topo *netns.Topology, cfg Config, mode string,
 	if err != nil {
 		return mr, err
 	}
-	cpuBefore := readCPU()
-	var procTicksBefore int64
-	for _, p := range append([]*proc{origin}, hosts...) {
-		procTicksBefore += p.cpuTicks()
+	var wanBefore int64
+	if mr.wan != nil {
+		if wanBefore, err = mr.wan.bytesIntoDC2(ctx); err != nil {
+			return mr, err
+		}
 	}
+	cpuBefore := readCPU()
+	procTicksBefore := treeCPUTicks(append([]*proc{origin}, hosts...))
+	var stMu sync.Mutex
+	states := make([]hostState, len(hosts))
 	start := time.Now()
+	for i, p := range hosts {
+		p.onProgress(func(ev event) {
+			stMu.Lock()
+			defer stMu.Unlock()
+			st := &states[i]
+			st.bytes, st.peers, st.gateway = ev.Bytes, ev.Peers, ev.Gateway
+			if h, err := hex.DecodeString(ev.Have); err == nil && len(h) > 0 {
+				st.have = h
+			}
+			el := time.Since(start)
+			for sec := int(el / time.Second); len(st.timeline) <= sec; {
+				st.timeline = append(st.timeline, ev.Bytes)
+			}
+			if st.firstByte == 0 && ev.Bytes > 0 {
+				st.firstByte = el
+			}
+			if st.half == 0 && ev.Bytes >= b.Size/2 {
+				st.half = el
+			}
+		})
+	}
 	for _, p := range hosts {
 		if err := p.send("go"); err != nil {
 			return mr, fmt.Errorf("start %s: %w", p.name, err)
@@ -340,29 +429,77 @@ func runMode(ctx context.Context, topo *netns.Topology, cfg Config, mode string,
 	var errs []error
 	progress := time.NewTicker(15 * time.Second)
 	defer progress.Stop()
+	faultTick := time.NewTicker(100 * time.Millisecond)
+	defer faultTick.Stop()
+	faultDone := faultKind(mode) == ""
 	for n := 0; n < len(hosts); {
 		select {
 		case d := <-dones:
 			n++
 			h := topo.Hosts[d.i]
-			mr.Hosts[d.i] = HostResult{Machine: h.Machine, Rack: h.Rack, Seconds: d.at.Sub(start).Seconds(),
+			mr.Hosts[d.i] = HostResult{Machine: h.Machine, Rack: h.Rack, DC: dcOf(h.Rack), Seconds: d.at.Sub(start).Seconds(),
 				FetchSeconds: float64(d.ev.FetchNS) / 1e9, Source: d.ev.Source,
 				FromRack: d.ev.FromRack, FromDC: d.ev.FromDC, FromOther: d.ev.FromOther}
+			stMu.Lock()
+			st := states[d.i]
+			stMu.Unlock()
+			mr.Hosts[d.i].FirstByteSeconds, mr.Hosts[d.i].HalfSeconds = st.firstByte.Seconds(), st.half.Seconds()
+			mr.Hosts[d.i].Timeline = st.timeline
+			if st.killed {
+				mr.Hosts[d.i].Killed, mr.Hosts[d.i].Seconds = true, 0
+				mr.Hosts[d.i].KilledAtSeconds, mr.Hosts[d.i].KilledAtBytes = st.killedAtSecond, st.killedAtBytes
+				continue
+			}
 			if d.err != nil {
 				errs = append(errs, d.err)
 				mr.Hosts[d.i].Err = d.err.Error()
+			}
+		case <-faultTick.C:
+			if faultDone {
+				continue
+			}
+			stMu.Lock()
+			victim, what := pickVictim(mode, topo, states, b.Size)
+			if victim >= 0 {
+				states[victim].killed = true
+				states[victim].killedAtBytes = states[victim].bytes
+				states[victim].killedAtSecond = time.Since(start).Seconds()
+			}
+			stMu.Unlock()
+			switch {
+			case what == "origin":
+				faultDone = true
+				stMu.Lock()
+				held, total := fleetPieces(states, b.Size, cfg.PieceLength)
+				stMu.Unlock()
+				mr.Fault = fmt.Sprintf("origin killed at %.1f s; the fleet held %d of %d pieces", time.Since(start).Seconds(), held, total)
+				log.Info("fault: killing the origin", "mode", mode, "at", time.Since(start).Round(time.Millisecond))
+				if err := origin.cmd.Process.Kill(); err != nil {
+					return mr, fmt.Errorf("kill the origin: %w", err)
+				}
+			case victim >= 0:
+				faultDone = true
+				h := topo.Hosts[victim]
+				mr.Fault = fmt.Sprintf("%s %s killed at %.1f s (%.0f %% held)", what, h.Machine, time.Since(start).Seconds(),
+					100*float64(states[victim].killedAtBytes)/float64(b.Size))
+				log.Info("fault: killing a host", "mode", mode, "host", h.Machine, "role", what, "at", time.Since(start).Round(time.Millisecond))
+				if err := hosts[victim].cmd.Process.Kill(); err != nil {
+					return mr, fmt.Errorf("kill %s: %w", h.Machine, err)
+				}
 			}
 		case <-progress.C:
 			log.Info("waiting", "mode", mode, "done", n, "of", len(hosts), "elapsed", time.Since(start).Round(time.Second))
 		}
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	cpuAfter := readCPU()
-	var procTicks int64
-	for _, p := range append([]*proc{origin}, hosts...) {
-		procTicks += p.cpuTicks()
+	var last time.Duration
+	for _, h := range mr.Hosts {
+		if !h.Killed && h.Err == "" {
+			last = max(last, time.Duration(h.Seconds*float64(time.Second)))
+		}
 	}
+	cpuAfter := readCPU()
+	procTicks := treeCPUTicks(append([]*proc{origin}, hosts...))
 	upAfter, err := topo.Uplinks(ctx)
 	if err != nil {
 		return mr, err
@@ -371,10 +508,17 @@ func runMode(ctx context.Context, topo *netns.Topology, cfg Config, mode string,
 	if err != nil {
 		return mr, err
 	}
+	if mr.wan != nil {
+		after, err := mr.wan.bytesIntoDC2(ctx)
+		if err != nil {
+			return mr, err
+		}
+		mr.WANBytes = after - wanBefore
+	}
 	if err := errors.Join(errs...); err != nil {
 		return mr, err
 	}
-	mr.Seconds = elapsed.Seconds()
+	mr.Seconds = last.Seconds()
 	mr.PerRack = netns.Sub(upAfter, upBefore)
 	for _, l := range mr.PerRack {
 		mr.IntoRacksBytes += l.Down
@@ -384,12 +528,18 @@ func runMode(ctx context.Context, topo *netns.Topology, cfg Config, mode string,
 	mr.ProcCPUSeconds = float64(procTicks-procTicksBefore) / clockTicks
 
 	// Independent check: every host re-hashes what it holds.
-	for _, p := range hosts {
+	for i, p := range hosts {
+		if mr.Hosts[i].Killed {
+			continue
+		}
 		if err := p.send("stop"); err != nil {
 			return mr, fmt.Errorf("stop %s: %w", p.name, err)
 		}
 	}
 	for i, p := range hosts {
+		if mr.Hosts[i].Killed {
+			continue
+		}
 		ev, err := p.next(ctx, "verified")
 		if err != nil {
 			errs = append(errs, err)
@@ -405,29 +555,149 @@ func runMode(ctx context.Context, topo *netns.Topology, cfg Config, mode string,
 	return mr, errors.Join(errs...)
 }
 
+// fleetPieces counts the pieces some host holds (the union of the hosts'
+// bitfields) and the blob's pieces.
+func fleetPieces(states []hostState, size, pieceLength int64) (held, total int) {
+	if pieceLength == 0 {
+		pieceLength = distrib.ChoosePieceLength(size)
+	}
+	total = int((size + pieceLength - 1) / pieceLength)
+	for i := range total {
+		for _, st := range states {
+			if i/8 < len(st.have) && st.have[i/8]&(0x80>>(i%8)) != 0 {
+				held++
+				break
+			}
+		}
+	}
+	return held, total
+}
+
+// faultKind is what a fault mode kills ("" for none).
+func faultKind(mode string) string {
+	switch mode {
+	case ModeKillChain:
+		return "chain member"
+	case ModeKillGW:
+		return "gateway"
+	case ModeKillOrigin:
+		return "origin"
+	}
+	return ""
+}
+
+// Fault triggers: a host at killAt of the blob, the origin when the
+// gateways hold originKillAt of it on average.
+const (
+	killAt       = 0.30
+	originKillAt = 0.50
+)
+
+// faultRack is where host faults happen: the second rack (the first when
+// there is one), so rack r0 shows the no-fault pace in the same run.
+func faultRack(topo *netns.Topology) string {
+	return topo.Racks[min(1, len(topo.Racks)-1)]
+}
+
+// pickVictim returns the host to kill now (or -1) and its role, or
+// "origin". A gateway is a host connected to the origin; a chain member is
+// a non-gateway with two connections (a predecessor and a successor; the
+// chain's tail has one), the one furthest ahead, so most of the chain sits
+// behind it.
+func pickVictim(mode string, topo *netns.Topology, states []hostState, size int64) (int, string) {
+	switch mode {
+	case ModeKillOrigin:
+		var sum int64
+		var n int
+		for _, st := range states {
+			if st.gateway {
+				sum += st.bytes
+				n++
+			}
+		}
+		if n > 0 && float64(sum)/float64(n) >= originKillAt*float64(size) {
+			return -1, "origin"
+		}
+	case ModeKillGW, ModeKillChain:
+		best := -1
+		for i, h := range topo.Hosts {
+			st := states[i]
+			if h.Rack != faultRack(topo) || float64(st.bytes) < killAt*float64(size) || st.bytes >= size {
+				continue
+			}
+			if mode == ModeKillGW && st.gateway {
+				return i, "gateway"
+			}
+			if mode == ModeKillChain && !st.gateway && st.peers >= 2 && (best < 0 || st.bytes > states[best].bytes) {
+				best = i
+			}
+		}
+		if best >= 0 {
+			return best, "chain member"
+		}
+	}
+	return -1, ""
+}
+
 // clockTicks is USER_HZ, the unit of /proc CPU times (100 on Linux).
 const clockTicks = 100
 
-// cpuTicks returns the user+system CPU time the process has used so far
-// ("ip netns exec" execs in place, so the pid is the benchmark's subprocess).
-func (p *proc) cpuTicks() int64 {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(p.cmd.Process.Pid) + "/stat")
-	if err != nil {
-		return 0
+// treeCPUTicks returns the user+system CPU time used so far by the
+// processes and all their descendants ("ip netns exec" execs in place, so
+// a proc's pid is the benchmark's subprocess; aria2c, opentracker and the
+// ZooKeeper JVM are its children). Children already reaped count through
+// the parent's cutime/cstime.
+func treeCPUTicks(ps []*proc) int64 {
+	type st struct {
+		ppid, ticks int
 	}
-	// Fields after the ")" that ends the command name; utime and stime are
-	// fields 14 and 15 of the whole line.
-	_, rest, ok := strings.Cut(string(data), ") ")
-	if !ok {
-		return 0
+	all := map[int]st{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the ")" that ends the command name: ppid is field 4
+		// of the whole line, utime..cstime fields 14-17.
+		_, rest, ok := strings.Cut(string(data), ") ")
+		f := strings.Fields(rest)
+		if !ok || len(f) < 15 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		var t int
+		for _, k := range []int{11, 12, 13, 14} {
+			v, _ := strconv.Atoi(f[k])
+			t += v
+		}
+		all[pid] = st{ppid, t}
 	}
-	f := strings.Fields(rest)
-	if len(f) < 13 {
-		return 0
+	children := map[int][]int{}
+	for pid, s := range all {
+		children[s.ppid] = append(children[s.ppid], pid)
 	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
+	var sum int64
+	var walk func(pid, depth int)
+	walk = func(pid, depth int) {
+		if depth > 64 { // /proc is a snapshot: never loop on a reused pid
+			return
+		}
+		sum += int64(all[pid].ticks)
+		for _, c := range children[pid] {
+			walk(c, depth+1)
+		}
+	}
+	for _, p := range ps {
+		if p != nil && p.cmd.Process != nil {
+			walk(p.cmd.Process.Pid, 0)
+		}
+	}
+	return sum
 }
 
 // cpuStat is the machine-wide line of /proc/stat.

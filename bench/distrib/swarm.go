@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"dcroll/distrib"
+	"dcroll/integration/netns"
 	"dcroll/znodes"
 )
 
@@ -51,8 +54,8 @@ func runSwarmOrigin(ctx context.Context, f originFlags, log *slog.Logger) error 
 		return err
 	}
 	o, err := distrib.NewOrigin(distrib.OriginConfig{
-		Store: st, Conn: conn, ListenAddr: f.listen, HTTPAddr: f.httpAddr, Logger: log,
-		Ranking: distrib.Ranking{Random: f.mode == ModeRandom}, OnAnswer: logAnswer(log),
+		Store: st, Conn: conn, ListenAddr: f.listen, HTTPAddr: f.httpAddr, Logger: log, DC: f.dc,
+		Ranking: distrib.Ranking{Random: f.mode == ModeRandom, ChainSpan: f.chainSpan}, OnAnswer: logAnswer(log),
 	})
 	if err != nil {
 		return err
@@ -221,12 +224,13 @@ func newSwarmFetcher(ctx context.Context, f hostFlags, log *slog.Logger) (fetche
 	if err != nil {
 		return nil, err
 	}
-	node, err := distrib.NewNode(ctx, distrib.NodeConfig{DataDir: f.dir, ListenAddr: f.listen, Conn: conn, Machine: f.machine, Logger: log})
+	node, err := distrib.NewNode(ctx, distrib.NodeConfig{DataDir: f.dir, ListenAddr: f.listen, Conn: conn, Machine: f.machine, Logger: log,
+		RequestWindow: f.window})
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	data, err := znodes.Encode(&znodes.Agent{Machine: f.machine, Rack: f.rack, DC: dataCenter, PeerAddr: node.PeerAddr(), Since: time.Now()})
+	data, err := znodes.Encode(&znodes.Agent{Machine: f.machine, Rack: f.rack, DC: f.dc, PeerAddr: node.PeerAddr(), Since: time.Now()})
 	if err == nil {
 		err = conn.EnsurePath(conn.Paths().Agents())
 	}
@@ -252,6 +256,49 @@ func (s *swarmFetcher) Fetch(ctx context.Context) (string, error) {
 	s.mu.Unlock()
 	s.log.Info("fetch finished", "source", last.Source, "from_rack", last.FromRack, "from_dc", last.FromDC, "from_other", last.FromOther, "err", err)
 	return p, err
+}
+
+// Status is the host's progress line: bytes held, connections, and whether
+// one of them goes to the origin (the host is its rack's gateway).
+func (s *swarmFetcher) Status() (bytes int64, peers int, gateway bool) {
+	for _, t := range s.node.Client().Torrents() {
+		bytes += t.BytesCompleted()
+		if t.Info() == nil {
+			continue
+		}
+		for _, pc := range t.PeerConns() {
+			peers++
+			if pc.RemoteAddr == nil {
+				continue
+			}
+			if ap, err := netip.ParseAddrPort(pc.RemoteAddr.String()); err == nil && ap.Addr() == netns.SeederIP {
+				gateway = true
+			}
+		}
+	}
+	return bytes, peers, gateway
+}
+
+// Have is the host's complete pieces as a hex bitmap (bit i of byte i/8,
+// most significant first, as in a BitTorrent bitfield).
+func (s *swarmFetcher) Have() string {
+	for _, t := range s.node.Client().Torrents() {
+		if t.Info() == nil {
+			continue
+		}
+		bits := make([]byte, (t.NumPieces()+7)/8)
+		i := 0
+		for _, run := range t.PieceStateRuns() {
+			for range run.Length {
+				if run.Complete {
+					bits[i/8] |= 0x80 >> (i % 8)
+				}
+				i++
+			}
+		}
+		return hex.EncodeToString(bits)
+	}
+	return ""
 }
 
 // Source reports where the bytes came from (see event).

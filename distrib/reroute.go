@@ -1,0 +1,330 @@
+package distrib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/metainfo"
+)
+
+// DefaultRerouteAfter is how long a download may make no progress, after
+// losing a peer, before the node looks for other sources (see reroute). A
+// killed peer's sockets close at once, so the loss is seen at the next tick;
+// the second is what a live predecessor may pause (measured pauses along a
+// healthy chain: well under 1 s at 16 Mbit/s).
+const DefaultRerouteAfter = time.Second
+
+// stalledParam marks an announce from a node whose sources went away: the
+// tracker then probes the announcer's rack and forgets members that no
+// longer accept connections before it ranks (Tracker.ServeHTTP).
+const stalledParam = "dcroll_stalled"
+
+// announceTimeout bounds one out-of-band announce; the tracker's probes take
+// at most probeTimeout of it.
+const announceTimeout = 2 * time.Second
+
+// Reroute levels: what the node adds when its download stalls. Each level
+// is tried once per stall, 2 x RerouteAfter apart, until bytes flow again.
+const (
+	levelTracker = iota // re-announce as stalled: the tracker drops dead members and re-ranks
+	levelRack           // every member of our rack from the rack map (tracker unreachable, or it had nothing new)
+	levelDC             // every agent of our data center (the rack holds no more than we have: origin gone)
+	levelAll            // every registered agent
+)
+
+// stallWatch decides when a fetch re-routes. A chain member legitimately
+// waits for its predecessor's next piece, and at the start of a rollout
+// every non-gateway waits for the first piece to come down the chain, so
+// silence alone is not a reason: it re-routes when a peer it had went away
+// and then nothing arrived for RerouteAfter (a dead predecessor or gateway:
+// the killed process's sockets close at once), or when nothing arrived for
+// 3 x RerouteAfter after the download had started (a frozen peer, the
+// origin gone with the tracker). Levels escalate while the stall lasts, one
+// per 2 x RerouteAfter: a new source needs a connection, a handshake and an
+// unchoke before its first bytes.
+type stallWatch struct {
+	after        time.Duration
+	peers        map[string]bool // remote addresses of the last tick's connections
+	lostAt       time.Time       // a connection went away (zero: none since the last progress)
+	lastProgress time.Time
+	lastReroute  time.Time
+	level        int
+}
+
+func newStallWatch(after time.Duration, now time.Time) *stallWatch {
+	return &stallWatch{after: after, peers: map[string]bool{}, lastProgress: now}
+}
+
+// observe records the tick's connections and progress; it returns the
+// reroute level to run now, or -1.
+func (w *stallWatch) observe(now time.Time, conns []string, progressed bool, started bool) int {
+	cur := make(map[string]bool, len(conns))
+	for _, c := range conns {
+		cur[c] = true
+	}
+	for c := range w.peers {
+		if !cur[c] && w.lostAt.IsZero() {
+			w.lostAt = now
+		}
+	}
+	w.peers = cur
+	if progressed {
+		// The level stays: peers added at a level stay connected, and a
+		// download that only trickles after the origin died (0.1-0.3 MB/s
+		// from its rack) must still get to its data center's peers
+		// (measured: resetting here kept every host at the rack level and
+		// the fleet needed 126 s for 32 MiB).
+		w.lastProgress, w.lostAt = now, time.Time{}
+		return -1
+	}
+	quiet := now.Sub(w.lastProgress)
+	lost := !w.lostAt.IsZero() && quiet >= w.after
+	frozen := started && quiet >= 3*w.after
+	if !lost && !frozen {
+		return -1
+	}
+	if !w.lastReroute.IsZero() && now.Sub(w.lastReroute) < 2*w.after {
+		return -1
+	}
+	w.lastReroute = now
+	lv := w.level
+	w.level = min(w.level+1, levelAll)
+	return lv
+}
+
+// peerConnAddrs lists the remote addresses of t's BitTorrent connections.
+func peerConnAddrs(t *torrent.Torrent) []string {
+	var out []string
+	for _, pc := range t.PeerConns() {
+		if pc.RemoteAddr != nil {
+			out = append(out, pc.RemoteAddr.String())
+		}
+	}
+	return out
+}
+
+// reroute adds sources for a stalled download. Level levelTracker
+// re-announces to every tracker of the blob with the stalled flag; when no
+// tracker answers (the origin, which runs it, is gone) it goes straight to
+// the rack map. Returns how many peers were handed to the client.
+func (n *Node) reroute(ctx context.Context, t *torrent.Torrent, ct *checkedTorrent, trackers []string, level int) int {
+	if level == levelTracker {
+		var peers []netip.AddrPort
+		var errs []error
+		for _, tr := range trackers {
+			ps, err := n.announceStalled(ctx, tr, ct.infoHash, t.BytesMissing())
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			peers = append(peers, ps...)
+		}
+		if len(trackers) > 0 && len(errs) < len(trackers) {
+			added := n.addPeers(t, peers)
+			n.log.Info("stalled: re-announced", "blob", IDOf(ct.hex), "peers", len(peers), "added", added)
+			return added
+		}
+		n.log.Warn("stalled and no tracker answered; using the rack map", "blob", IDOf(ct.hex), "err", errors.Join(errs...))
+		level = levelRack
+	}
+	peers := n.mapPeers(level)
+	added := n.addPeers(t, peers)
+	n.log.Info("stalled: adding peers from the rack map", "blob", IDOf(ct.hex), "level", levelName(level), "peers", len(peers), "added", added)
+	return added
+}
+
+func levelName(l int) string {
+	switch l {
+	case levelTracker:
+		return "tracker"
+	case levelRack:
+		return "rack"
+	case levelDC:
+		return "dc"
+	}
+	return "all"
+}
+
+// mapPeers returns the registered agents of our rack (levelRack), data
+// center (levelDC) or all of them, never ourselves.
+func (n *Node) mapPeers(level int) []netip.AddrPort {
+	self, ok := n.racks.Machine(n.cfg.Machine)
+	var out []netip.AddrPort
+	for _, a := range n.racks.agents() {
+		if a.Machine == n.cfg.Machine {
+			continue
+		}
+		switch {
+		case !ok || level >= levelAll:
+		case level == levelRack && (a.DC != self.DC || a.Rack != self.Rack):
+			continue
+		case level == levelDC && a.DC != self.DC:
+			continue
+		}
+		if ap, err := netip.ParseAddrPort(a.PeerAddr); err == nil {
+			out = append(out, ap)
+		}
+	}
+	return out
+}
+
+// addPeers hands addresses to the client (it skips those it is connected
+// to or already trying).
+func (n *Node) addPeers(t *torrent.Torrent, peers []netip.AddrPort) int {
+	var pis []torrent.PeerInfo
+	for _, p := range peers {
+		if p.String() == n.peerAddr {
+			continue
+		}
+		pis = append(pis, torrent.PeerInfo{Addr: net.TCPAddrFromAddrPort(p), Source: torrent.PeerSourceTracker, Trusted: true})
+	}
+	if len(pis) == 0 {
+		return 0
+	}
+	return t.AddPeers(pis)
+}
+
+// announceStalled is an out-of-band announce (anacrolix v1.59.1 has no
+// "announce now", and clamps the interval to >= 60 s): the same request
+// the client sends, plus stalledParam. It goes out from the node's own IP,
+// so the tracker identifies the announcer as usual.
+func (n *Node) announceStalled(ctx context.Context, tracker string, ih metainfo.Hash, left int64) ([]netip.AddrPort, error) {
+	u, err := url.Parse(tracker)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("announce %s: not an HTTP tracker", tracker)
+	}
+	_, port, err := net.SplitHostPort(n.peerAddr)
+	if err != nil {
+		return nil, fmt.Errorf("announce %s: own address %q: %w", tracker, n.peerAddr, err)
+	}
+	id := n.cl.PeerID()
+	q := u.Query()
+	q.Set("info_hash", string(ih[:]))
+	q.Set("peer_id", string(id[:]))
+	q.Set("port", port)
+	q.Set("uploaded", "0")
+	q.Set("downloaded", "0")
+	q.Set("left", strconv.FormatInt(left, 10))
+	q.Set("compact", "1")
+	q.Set(stalledParam, "1")
+	u.RawQuery = q.Encode()
+	ctx, cancel := context.WithTimeout(ctx, announceTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("announce %s: %w", tracker, err)
+	}
+	resp, err := n.httpc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("announce %s: %w", tracker, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("announce %s: read: %w", tracker, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("announce %s: %s", tracker, resp.Status)
+	}
+	var ans struct {
+		Failure string `bencode:"failure reason"`
+		Peers   string `bencode:"peers"`
+	}
+	if err := bencode.Unmarshal(body, &ans); err != nil {
+		return nil, fmt.Errorf("announce %s: decode answer: %w", tracker, err)
+	}
+	if ans.Failure != "" {
+		return nil, fmt.Errorf("announce %s: %s", tracker, ans.Failure)
+	}
+	return parseCompact4(ans.Peers), nil
+}
+
+// parseCompact4 decodes BEP 23 compact IPv4 peers.
+func parseCompact4(s string) []netip.AddrPort {
+	var out []netip.AddrPort
+	for i := 0; i+6 <= len(s); i += 6 {
+		ip := netip.AddrFrom4([4]byte{s[i], s[i+1], s[i+2], s[i+3]})
+		out = append(out, netip.AddrPortFrom(ip, uint16(s[i+4])<<8|uint16(s[i+5])))
+	}
+	return out
+}
+
+// spreadSegment returns this rack's share of the pieces, [begin, end):
+// rack k of the R racks of our data center (sorted by name) fetches pieces
+// [k/R, (k+1)/R) of the blob first, then the rest. In a no-fault run that
+// changes nothing (each gateway still pulls every piece from the origin at
+// its link rate), but the racks hold different pieces early, so when the
+// origin dies half way the fleet as a whole holds every piece long before
+// any one rack does, and can finish from itself. Without it every gateway
+// asks the origin for the same pieces in index order.
+func (n *Node) spreadSegment(numPieces int) (int, int) {
+	self, ok := n.racks.Machine(n.cfg.Machine)
+	if !ok || self.Rack == "" {
+		return 0, 0
+	}
+	var racks []string
+	for _, a := range n.racks.agents() {
+		if a.DC == self.DC && a.Rack != "" && !slices.Contains(racks, a.Rack) {
+			racks = append(racks, a.Rack)
+		}
+	}
+	slices.Sort(racks)
+	k := slices.Index(racks, self.Rack)
+	if len(racks) < 2 || k < 0 {
+		return 0, 0
+	}
+	return k * numPieces / len(racks), (k + 1) * numPieces / len(racks)
+}
+
+// pieceOffset spreads hosts over the pieces (steering.recover).
+func pieceOffset(machine string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(machine)) // hash.Hash never fails
+	return h.Sum64()
+}
+
+// boundDialer dials from the IP of listenAddr (nil when it is unspecified).
+func boundDialer(listenAddr string) *net.Dialer {
+	host, _, err := net.SplitHostPort(listenAddr)
+	if err != nil {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.IsUnspecified() {
+		return nil
+	}
+	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip.AsSlice()}, Timeout: 10 * time.Second}
+}
+
+// announceURLs lists the blob's HTTP trackers: the metainfo's, then the
+// published ones, without duplicates.
+func announceURLs(mi *metainfo.MetaInfo, published []string) []string {
+	var out []string
+	add := func(u string) {
+		if u != "" && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	add(mi.Announce)
+	for _, tier := range mi.AnnounceList {
+		for _, u := range tier {
+			add(u)
+		}
+	}
+	for _, u := range published {
+		add(u)
+	}
+	return out
+}
