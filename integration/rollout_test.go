@@ -145,6 +145,17 @@ func newCluster(t *testing.T) *cluster {
 		}
 	}()
 	t.Cleanup(func() { cancel(); <-originDone })
+	// The elected coordinator completes entries whose last machine did not
+	// step (bystander agents do not read the whole fleet).
+	coordDone := make(chan struct{})
+	go func() {
+		defer close(coordDone)
+		if err := coordinator.Run(ctx, coordinator.Config{Conn: conn, ID: "test-coordinator", Interval: 200 * time.Millisecond,
+			Logger: slog.New(slog.DiscardHandler)}); err != nil && ctx.Err() == nil {
+			t.Errorf("coordinator: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-coordDone })
 
 	c := &cluster{t: t, zkAddr: srv.Addr(), conn: conn, bin: bin, blobs: map[string]string{},
 		versions: map[string]string{"v1": "1.0.0", "v2": "2.0.0", "v3": "3.0.0-broken"}, machines: map[string]*machine{}}

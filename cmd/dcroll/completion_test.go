@@ -149,7 +149,7 @@ func TestCompletionCandidates(t *testing.T) {
 		{[]string{"push", "--"}, []string{"--dry-run", "--supersede", "--force", "--json", "--zk", "--log-level", "--help"}, []string{"--watch"}},
 		{[]string{"push", "--", ""}, []string{fileMarker}, nil},
 		{[]string{"push", "--", "--"}, []string{fileMarker}, []string{"--dry-run"}},
-		{[]string{"status", "--z"}, []string{"--zk", "--zk-timeout"}, nil},
+		{[]string{"status", "--z"}, []string{"--zk", "--zk-auth", "--zk-tls-ca", "--zk-tls-cert", "--zk-tls-key", "--zk-timeout"}, nil},
 		{[]string{"--zk", ""}, []string{}, nil},
 		{[]string{"--zk", "x"}, []string{}, nil},
 		{[]string{"--zk", "a:1", ""}, []string{"push"}, []string{}},
@@ -235,7 +235,7 @@ func TestCompletionScripts(t *testing.T) {
 		want string // COMPREPLY, one per line
 	}{
 		{"dcroll pa", "pause"},
-		{"dcroll " + zkf + " pause --", "--zk\n--root\n--zk-timeout\n--log-level\n--log-format\n--version\n--help"},
+		{"dcroll " + zkf + " pause --", "--zk\n--root\n--zk-auth\n--zk-tls-ca\n--zk-tls-cert\n--zk-tls-key\n--zk-timeout\n--log-level\n--log-format\n--version\n--help"},
 		{"dcroll " + zkf + " pause -- ", ""},
 		{"dcroll " + zkf + " resume ", ""},
 		{"dcroll push ", "nightly.yaml"},
