@@ -26,8 +26,11 @@ import (
 // OriginConfig configures the origin: the build machine's seeder, web seed
 // and tracker.
 type OriginConfig struct {
-	Store *Store
-	Conn  *znodes.Conn
+	// MembersOnly closes the origin's tracker to addresses that are not
+	// registered fleet members (TrackerConfig.MembersOnly).
+	MembersOnly bool
+	Store       *Store
+	Conn        *znodes.Conn
 	// ListenAddr is the BitTorrent ip:port (port 0 picks one). Use the
 	// machine's data-center IP: the tracker hands it to every peer.
 	ListenAddr string
@@ -97,7 +100,8 @@ func NewOrigin(cfg OriginConfig) (*Origin, error) {
 			o.log.Warn("origin listens on an unspecified address; the tracker cannot hand it out", "addr", cfg.ListenAddr)
 		}
 	}
-	o.tracker = NewTracker(TrackerConfig{Racks: o.racks, Origins: origins, OriginDC: cfg.DC, MaxPeers: cfg.MaxPeers, Ranking: cfg.Ranking, OnAnswer: cfg.OnAnswer, Logger: cfg.Logger})
+	o.tracker = NewTracker(TrackerConfig{Racks: o.racks, Origins: origins, OriginDC: cfg.DC, MaxPeers: cfg.MaxPeers, Ranking: cfg.Ranking, OnAnswer: cfg.OnAnswer, Logger: cfg.Logger,
+		MembersOnly: cfg.MembersOnly})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		o.closeClient()

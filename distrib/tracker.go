@@ -41,6 +41,11 @@ type TrackerConfig struct {
 	// Interval told to clients (default 60 s, the minimum anacrolix honours).
 	// Peers that do not re-announce within 2x Interval are forgotten.
 	Interval time.Duration
+	// MembersOnly closes the swarm: an announce from an address that is
+	// neither an origin nor a registered agent's peer address (/dc/agents)
+	// is not recorded and gets no peers. dcroll coordinator and dcroll origin
+	// run their trackers with it when given --members-only.
+	MembersOnly bool
 	// OnAnswer, if set, sees every answer (tests, debugging).
 	OnAnswer func(Answer)
 	Logger   *slog.Logger
@@ -183,6 +188,9 @@ func writeBencode(w http.ResponseWriter, v any) {
 // TrackAnnounce records or removes a peer.
 func (t *Tracker) TrackAnnounce(_ context.Context, req udp.AnnounceRequest, addr trackerServer.AnnounceAddr) error {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	if !t.member(addr) {
+		return nil // a stranger is never handed out
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	// The clock is read under the lock so that first-announce times follow
@@ -221,6 +229,12 @@ func (t *Tracker) Scrape(_ context.Context, ihs []trackerServer.InfoHash) ([]udp
 // announced port).
 func (t *Tracker) GetPeers(_ context.Context, ih trackerServer.InfoHash, opts trackerServer.GetPeersOpts, remote trackerServer.AnnounceAddr) trackerServer.ServerAnnounceResult {
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if !t.member(remote) {
+		t.log.Warn("announce from an address that is not a fleet member: no peers", "peer", remote,
+			"infohash", hex.EncodeToString(ih[:]))
+		return trackerServer.ServerAnnounceResult{Interval: generics.Some(int32(t.cfg.Interval / time.Second)),
+			Seeders: generics.Some(int32(0)), Leechers: generics.Some(int32(0))}
+	}
 	now := t.cfg.Now()
 	var peers []PeerLoc
 	var self PeerLoc
@@ -329,6 +343,26 @@ func (t *Tracker) pruneDead(ctx context.Context, ih [20]byte, announcer netip.Ad
 			t.log.Info("forgot a dead peer", "infohash", hex.EncodeToString(ih[:]), "peer", a, "reported_by", announcer)
 		}
 	}
+}
+
+// member reports whether addr may take part in the swarm: always, unless
+// MembersOnly; then an origin or a registered agent's peer address.
+func (t *Tracker) member(addr netip.AddrPort) bool {
+	if !t.cfg.MembersOnly {
+		return true
+	}
+	for _, o := range t.cfg.Origins {
+		if o == addr {
+			return true
+		}
+	}
+	if _, ok := t.cfg.Racks.LookupExact(addr); ok {
+		return true
+	}
+	if t.cfg.Racks != nil {
+		t.cfg.Racks.Nudge() // registered a moment ago? the next announce will tell
+	}
+	return false
 }
 
 func (t *Tracker) locate(addr netip.AddrPort) PeerLoc {

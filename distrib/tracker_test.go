@@ -148,3 +148,30 @@ func TestTrackerAnnounces(t *testing.T) {
 		t.Fatal("port 0 accepted")
 	}
 }
+
+// TestTrackerMembersOnly: a closed tracker hands out only registered
+// members and origins, and never hands out a stranger: an announce from
+// an address that is not a fleet member gets nobody and is not recorded.
+func TestTrackerMembersOnly(t *testing.T) {
+	racks := staticRacks(
+		znodes.Agent{Machine: "a1", Rack: "ra", DC: "d", PeerAddr: "10.0.0.1:6881"},
+		znodes.Agent{Machine: "a2", Rack: "ra", DC: "d", PeerAddr: "10.0.0.2:6881"},
+	)
+	org := netip.MustParseAddrPort("10.9.0.1:7000")
+	srv := testTrackerServer(t, TrackerConfig{Racks: racks, Origins: []netip.AddrPort{org}, MembersOnly: true})
+	ih := strings.Repeat("y", 20)
+	if got, _ := announce(t, srv, ih, "10.0.0.1", 6881, "started", 100); fmt.Sprint(got) != "[10.9.0.1:7000]" {
+		t.Fatalf("member a1 got %v, want the origin", got)
+	}
+	for _, stranger := range []struct {
+		ip   string
+		port int
+	}{{"10.6.6.6", 6881}, {"10.0.0.1", 9999}} { // unknown host; a member's IP, another port
+		if got, _ := announce(t, srv, ih, stranger.ip, stranger.port, "started", 100); len(got) != 0 {
+			t.Errorf("stranger %s:%d got %v, want nobody", stranger.ip, stranger.port, got)
+		}
+	}
+	if got, _ := announce(t, srv, ih, "10.0.0.2", 6881, "started", 100); fmt.Sprint(got) != "[10.0.0.1:6881]" {
+		t.Fatalf("member a2 got %v, want a1 only (no stranger recorded)", got)
+	}
+}

@@ -154,7 +154,7 @@ func (d *demo) run(ctx context.Context, racks, perRack int) error {
 	}
 
 	originHTTP := fmt.Sprintf("127.0.0.1:%d", freePort())
-	d.spawn("origin", "origin", "--store", filepath.Join(d.dir, "origin"), "--listen", "127.0.0.1:0", "--http", originHTTP)
+	d.spawn("origin", "origin", "--store", filepath.Join(d.dir, "origin"), "--listen", "127.0.0.1:0", "--http", originHTTP, "--members-only")
 	dash := fmt.Sprintf("127.0.0.1:%d", freePort())
 	d.spawn("coordinator", "coordinator", "--http", dash)
 	d.say("origin (seeder, web seed, rack-aware tracker) at http://%s; dashboard at http://%s/", originHTTP, dash)

@@ -46,6 +46,7 @@ so a spec naming a service nobody runs does not block the queue silently:
 			&cli.StringFlag{Name: "http", Value: "127.0.0.1:7080", EnvVars: []string{"DCROLL_COORDINATOR_HTTP"}, Usage: "dashboard, metrics and /healthz `ADDR`"},
 			&cli.StringFlag{Name: "id", Usage: "candidate id in the election (default host:pid)"},
 			&cli.BoolFlag{Name: "tracker", Value: true, Usage: "also serve the rack-aware BitTorrent tracker at /announce (publish with --tracker http://THIS/announce)"},
+			&cli.BoolFlag{Name: "members-only", Usage: "close the tracker: an announce from an address that is not a registered agent (/dc/agents) gets no peers"},
 			&cli.DurationFlag{Name: "no-members-after", Value: coordinator.DefaultNoMembersAfter, EnvVars: []string{"DCROLL_NO_MEMBERS_AFTER"}, Usage: "halt the active entry of a service no machine has registered for this `DURATION` (0: never)"},
 			sessionTimeoutFlag(),
 		},
@@ -65,7 +66,7 @@ so a spec naming a service nobody runs does not block the queue silently:
 			if c.Bool("tracker") {
 				racks := distrib.NewRackMap(conn, logger(c))
 				go func() { _ = racks.Run(c.Context) }()
-				cfg.Mount = map[string]http.Handler{"/announce": distrib.NewTracker(distrib.TrackerConfig{Racks: racks, Logger: logger(c)})}
+				cfg.Mount = map[string]http.Handler{"/announce": distrib.NewTracker(distrib.TrackerConfig{Racks: racks, Logger: logger(c), MembersOnly: c.Bool("members-only")})}
 			}
 			return coordinator.Run(c.Context, cfg)
 		},
