@@ -1,6 +1,7 @@
 package distrib
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +39,9 @@ const (
 )
 
 // NodeConfig configures an agent's distribution node.
+// DefaultMaxBlobSize is NodeConfig.MaxBlobSize's default.
+const DefaultMaxBlobSize int64 = 64 << 30
+
 type NodeConfig struct {
 	// DataDir holds the store (blobs/, partial/, tmp/).
 	DataDir string
@@ -50,6 +54,10 @@ type NodeConfig struct {
 	// MlockBudget bounds the bytes FetchLocked/Lock may lock (0: only
 	// RLIMIT_MEMLOCK applies).
 	MlockBudget int64
+	// MaxBlobSize refuses, before downloading, a blob whose published
+	// record says it is larger (0: DefaultMaxBlobSize): a tampered record
+	// cannot make every machine fill its disk.
+	MaxBlobSize int64
 	Logger      *slog.Logger
 	// StallTimeout before falling back to the web seed (default 20 s).
 	StallTimeout time.Duration
@@ -340,6 +348,9 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 	b, err := LookupBlob(n.cfg.Conn, bs.id)
 	if err != nil {
 		return "", err
+	}
+	if max := cmp.Or(n.cfg.MaxBlobSize, DefaultMaxBlobSize); b.Size > max {
+		return "", fmt.Errorf("fetch %s: its record says %d bytes, more than this node's cap of %d: refused before downloading", bs.id, b.Size, max)
 	}
 	ct, err := checkBlob(b)
 	if err != nil {

@@ -57,6 +57,7 @@ type OriginConfig struct {
 // Origin seeds every published blob present in its store, serves them over
 // HTTP and runs the tracker. Make one with NewOrigin, then Run it.
 type Origin struct {
+	seen    sync.Map // blob hex -> true: published (see published)
 	cfg     OriginConfig
 	log     *slog.Logger
 	cl      *torrent.Client
@@ -326,11 +327,33 @@ func (o *Origin) registry() *prometheus.Registry {
 	return reg
 }
 
+// published reports whether blob hex has a record in /dc/blobs. Records
+// are never rewritten to another blob, so a yes is remembered (the web seed
+// answers many Range requests per blob).
+func (o *Origin) published(hex string) bool {
+	if _, ok := o.seen.Load(hex); ok {
+		return true
+	}
+	ok, _, err := o.cfg.Conn.ZK().Exists(o.cfg.Conn.Paths().Blob(hex))
+	if err != nil || !ok {
+		return false
+	}
+	o.seen.Store(hex, true)
+	return true
+}
+
 // serveBlob is the web seed: the exact file URL of WebSeedURL, with Range.
 func (o *Origin) serveBlob(w http.ResponseWriter, r *http.Request) {
 	h := r.PathValue("hex")
 	if _, err := ParseID(h); err != nil || strings.ContainsAny(h, "/.") {
 		http.Error(w, "bad blob id", http.StatusBadRequest)
+		return
+	}
+	// Only published blobs: the store may hold files nobody published.
+	// HEAD (no content) answers for the whole store: dcroll blob publish
+	// asks it, before writing the record, whether this origin has the file.
+	if r.Method != http.MethodHead && !o.published(h) {
+		http.Error(w, "blob not published", http.StatusNotFound)
 		return
 	}
 	p, _ := o.cfg.Store.Path(IDOf(h))
