@@ -369,7 +369,9 @@ func TestAgentRollout(t *testing.T) {
 func (h *harness) coordinate() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- coordinator.Run(ctx, coordinator.Config{Conn: h.conn, ID: "test-coordinator", Interval: 100 * time.Millisecond, Logger: testLogger(h.t, "coordinator")}) }()
+	go func() {
+		done <- coordinator.Run(ctx, coordinator.Config{Conn: h.conn, ID: "test-coordinator", Interval: 100 * time.Millisecond, Logger: testLogger(h.t, "coordinator")})
+	}()
 	h.t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

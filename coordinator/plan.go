@@ -84,10 +84,10 @@ type ServicePlan struct {
 	// a removal); nanoseconds in JSON.
 	Step     time.Duration `json:"step"`
 	Measured bool          `json:"measured"`
-	Members []PlanMember  `json:"members"`
-	Batches []PlanBatch   `json:"batches"`
-	Start   time.Time     `json:"start"`
-	Finish  time.Time     `json:"finish"`
+	Members  []PlanMember  `json:"members"`
+	Batches  []PlanBatch   `json:"batches"`
+	Start    time.Time     `json:"start"`
+	Finish   time.Time     `json:"finish"`
 }
 
 // PlanMember is one member of a service and its state now.

@@ -207,7 +207,6 @@ func TestSecureTreeACLsReadBack(t *testing.T) {
 	}
 }
 
-
 // checkACL compares the ACL of path on the server with the table's.
 func checkACL(t *testing.T, c *Conn, path string) {
 	t.Helper()
