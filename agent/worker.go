@@ -59,7 +59,7 @@ type worker struct {
 
 	// Owned by the run loop.
 	conn *znodes.Conn
-	ws   *watchSet
+	ws   *znodes.WatchSet
 	gen  uint64
 	// sessionReady: this session joined the service and re-established
 	// an unfinished step's record; nothing else happens before.
@@ -468,7 +468,7 @@ func (w *worker) run(ctx context.Context, conn *znodes.Conn) error {
 			w.log.Error("registration ended", "err", err)
 		}
 	}()
-	w.ws = newWatchSet(ctx, conn.ZK(), w.nudge)
+	w.ws = znodes.NewWatchSet(ctx, conn.ZK(), w.nudge)
 	w.gen = noSession
 	tick := time.NewTicker(w.rt.cfg.PollInterval)
 	defer tick.Stop()
@@ -532,7 +532,7 @@ func (w *worker) newSession(gen uint64) {
 		w.log.Warn("new zookeeper session: watches, turn and staging entry are gone; re-registering")
 	}
 	w.gen = gen
-	w.ws.reset()
+	w.ws.Reset()
 	w.dropTurn()
 	if w.stage.node != "" {
 		// Gone with the old session, unless the server kept it alive after
@@ -655,7 +655,7 @@ func (w *worker) read() (Snapshot, meta, error) {
 		m.budgetVersion = bst.Version
 	}
 
-	b, st, err := w.ws.get(p.Head())
+	b, st, err := w.ws.Get(p.Head())
 	switch {
 	case errors.Is(err, zk.ErrNoNode):
 	case err != nil:
@@ -685,7 +685,7 @@ func (w *worker) read() (Snapshot, meta, error) {
 		snap.Window = sp.Window
 	}
 
-	b, st, err = w.ws.get(p.Control())
+	b, st, err = w.ws.Get(p.Control())
 	switch {
 	case errors.Is(err, zk.ErrNoNode):
 	case err != nil:
@@ -701,7 +701,7 @@ func (w *worker) read() (Snapshot, meta, error) {
 		snap.Paused, snap.PauseReason = ctl.Paused, ctl.Reason
 	}
 
-	err = w.ws.each(p.Deploy(), func(n string, b []byte, st *zk.Stat) error {
+	err = w.ws.Each(p.Deploy(), func(n string, b []byte, st *zk.Stat) error {
 		if !znodes.HasPrefixSeq(n, znodes.DeployPrefix) {
 			return nil
 		}
@@ -725,7 +725,7 @@ func (w *worker) read() (Snapshot, meta, error) {
 		return snap, m, err
 	}
 
-	err = w.ws.each(p.BadRoot(), func(n string, b []byte, _ *zk.Stat) error {
+	err = w.ws.Each(p.BadRoot(), func(n string, b []byte, _ *zk.Stat) error {
 		var bad znodes.BadBuild
 		if err := znodes.Decode(b, &bad); err != nil {
 			return fmt.Errorf("bad-build record %s: %w", n, err)
@@ -768,7 +768,7 @@ func (w *worker) readFleet(snap *Snapshot) error {
 		// Read it whole until this machine's registration shows what it
 		// runs now (publication may lag the local state); the watch on
 		// the registration wakes the next read.
-		if _, _, err := w.ws.get(p.CurrentMachine(w.service, w.rt.cfg.Machine)); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		if _, _, err := w.ws.Get(p.CurrentMachine(w.service, w.rt.cfg.Machine)); err != nil && !errors.Is(err, zk.ErrNoNode) {
 			return fmt.Errorf("read registration: %w", err)
 		}
 		l := w.local()
@@ -780,7 +780,7 @@ func (w *worker) readFleet(snap *Snapshot) error {
 	}
 	snap.FleetPartial = true
 	me := w.rt.cfg.Machine
-	if b, _, err := w.ws.get(p.Member(w.service, me)); err == nil {
+	if b, _, err := w.ws.Get(p.Member(w.service, me)); err == nil {
 		var mem znodes.Member
 		if err := znodes.Decode(b, &mem); err != nil {
 			w.log.Warn("unreadable member record: counted as a member", "machine", me, "err", err)
@@ -790,7 +790,7 @@ func (w *worker) readFleet(snap *Snapshot) error {
 	} else if !errors.Is(err, zk.ErrNoNode) {
 		return fmt.Errorf("read member record: %w", err)
 	}
-	if b, _, err := w.ws.get(p.CurrentMachine(w.service, me)); err == nil {
+	if b, _, err := w.ws.Get(p.CurrentMachine(w.service, me)); err == nil {
 		var cur znodes.Current
 		if err := znodes.Decode(b, &cur); err == nil {
 			cur.Machine = me
@@ -799,7 +799,7 @@ func (w *worker) readFleet(snap *Snapshot) error {
 	} else if !errors.Is(err, zk.ErrNoNode) {
 		return fmt.Errorf("read registration: %w", err)
 	}
-	if b, _, err := w.ws.get(p.DownMachine(w.service, me)); err == nil {
+	if b, _, err := w.ws.Get(p.DownMachine(w.service, me)); err == nil {
 		var d znodes.Down
 		if err := znodes.Decode(b, &d); err != nil {
 			d = znodes.Down{} // unreadable: still mid-step
@@ -816,7 +816,7 @@ func (w *worker) readFleet(snap *Snapshot) error {
 func (w *worker) readFleetWatched(snap *Snapshot) error {
 	p := w.conn.Paths()
 	var err error
-	err = w.ws.each(p.Members(w.service), func(n string, b []byte, _ *zk.Stat) error {
+	err = w.ws.Each(p.Members(w.service), func(n string, b []byte, _ *zk.Stat) error {
 		var mem znodes.Member
 		if err := znodes.Decode(b, &mem); err != nil {
 			w.log.Warn("unreadable member record: counted as a member", "machine", n, "err", err)
@@ -829,7 +829,7 @@ func (w *worker) readFleetWatched(snap *Snapshot) error {
 		return fmt.Errorf("read members: %w", err)
 	}
 
-	err = w.ws.each(p.Current(w.service), func(n string, b []byte, _ *zk.Stat) error {
+	err = w.ws.Each(p.Current(w.service), func(n string, b []byte, _ *zk.Stat) error {
 		var cur znodes.Current
 		if err := znodes.Decode(b, &cur); err != nil {
 			w.log.Warn("skipping unreadable current entry", "machine", n, "err", err)
@@ -843,7 +843,7 @@ func (w *worker) readFleetWatched(snap *Snapshot) error {
 		return fmt.Errorf("read current: %w", err)
 	}
 
-	err = w.ws.each(p.Down(w.service), func(n string, b []byte, _ *zk.Stat) error {
+	err = w.ws.Each(p.Down(w.service), func(n string, b []byte, _ *zk.Stat) error {
 		var d znodes.Down
 		if err := znodes.Decode(b, &d); err != nil {
 			d = znodes.Down{} // unreadable: still a machine mid-step
@@ -1179,4 +1179,12 @@ func (w *worker) neededBlobs() (ids, previous []string) {
 		previous = append(append(previous, r.Artifact), r.DataIDs...)
 	}
 	return ids, previous
+}
+
+// nudge wakes a loop waiting on ch (non-blocking; buffer 1).
+func nudge(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }

@@ -220,8 +220,10 @@ func (o *Origin) watchBlobs(ctx context.Context) {
 		return
 	}
 	p := o.cfg.Conn.Paths()
+	changed := make(chan struct{}, 1)
+	ws := znodes.NewWatchSet(ctx, o.cfg.Conn.ZK(), changed) // one armed watch, whatever wakes the loop
 	for {
-		names, _, watch, err := o.cfg.Conn.ZK().ChildrenW(p.Blobs())
+		names, err := ws.Children(p.Blobs())
 		if errors.Is(err, zk.ErrNoNode) {
 			err = o.cfg.Conn.EnsurePath(p.Blobs())
 			if err == nil {
@@ -230,14 +232,13 @@ func (o *Origin) watchBlobs(ctx context.Context) {
 		}
 		if err != nil {
 			o.log.Warn("listing published blobs failed; retrying", "err", err)
-			watch = nil
 		} else {
 			o.sync(ctx, names)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-watch:
+		case <-changed:
 		case <-o.nudge:
 		case <-time.After(30 * time.Second):
 		}

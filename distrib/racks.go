@@ -29,7 +29,11 @@ const nudgeGap = 2 * time.Second
 type RackMap struct {
 	conn  *znodes.Conn
 	log   *slog.Logger
-	nudge chan struct{}
+	nudge chan struct{} // lookups of unknown peers (throttled)
+	// changed is nudged by the watch on /dc/agents (through ws, the one
+	// watch recipe: re-reading never arms a second watch).
+	changed chan struct{}
+	ws      *znodes.WatchSet
 
 	mu        sync.RWMutex
 	byAddr    map[netip.AddrPort]znodes.Agent
@@ -48,6 +52,7 @@ func NewRackMap(c *znodes.Conn, logger *slog.Logger) *RackMap {
 		conn:      c,
 		log:       logger.With("component", "rackmap"),
 		nudge:     make(chan struct{}, 1),
+		changed:   make(chan struct{}, 1),
 		byAddr:    map[netip.AddrPort]znodes.Agent{},
 		byIP:      map[netip.Addr][]znodes.Agent{},
 		byMachine: map[string]znodes.Agent{},
@@ -69,11 +74,14 @@ func (m *RackMap) Loaded() <-chan struct{} { return m.loaded }
 // Run keeps the map current until ctx ends.
 func (m *RackMap) Run(ctx context.Context) error {
 	backoff := time.Second
+	ws := znodes.NewWatchSet(ctx, m.conn.ZK(), m.changed)
+	m.mu.Lock()
+	m.ws = ws
+	m.mu.Unlock()
 	for {
-		watch, err := m.load()
+		err := m.load()
 		if err != nil {
 			m.log.Warn("reading agents failed; retrying", "err", err, "in", backoff)
-			watch = nil
 		}
 		var retry <-chan time.Time
 		if err != nil {
@@ -83,7 +91,7 @@ func (m *RackMap) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-watch:
+		case <-m.changed:
 		case <-m.nudge:
 			// Lookups of unknown peers nudge on every miss: re-read at most
 			// every nudgeGap.
@@ -100,21 +108,32 @@ func (m *RackMap) Run(ctx context.Context) error {
 
 // Refresh re-reads the agents now.
 func (m *RackMap) Refresh() error {
-	_, err := m.load()
-	return err
+	return m.load()
 }
 
-func (m *RackMap) load() (<-chan zk.Event, error) {
+// load reads /dc/agents: through the watch set once Run started (one
+// armed watch at most), plainly before.
+func (m *RackMap) load() error {
 	p := m.conn.Paths()
-	names, _, watch, err := m.conn.ZK().ChildrenW(p.Agents())
+	m.mu.RLock()
+	ws := m.ws
+	m.mu.RUnlock()
+	list := func() ([]string, error) {
+		if ws != nil {
+			return ws.Children(p.Agents())
+		}
+		names, _, err := m.conn.ZK().Children(p.Agents())
+		return names, err
+	}
+	names, err := list()
 	if errors.Is(err, zk.ErrNoNode) {
 		if err := m.conn.EnsurePath(p.Agents()); err != nil {
-			return nil, err
+			return err
 		}
-		names, _, watch, err = m.conn.ZK().ChildrenW(p.Agents())
+		names, err = list()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", p.Agents(), err)
+		return fmt.Errorf("list %s: %w", p.Agents(), err)
 	}
 	byAddr := map[netip.AddrPort]znodes.Agent{}
 	byIP := map[netip.Addr][]znodes.Agent{}
@@ -125,7 +144,7 @@ func (m *RackMap) load() (<-chan zk.Event, error) {
 			if errors.Is(err, zk.ErrNoNode) {
 				continue
 			}
-			return nil, err
+			return err
 		}
 		if a.Machine == "" {
 			a.Machine = n
@@ -141,7 +160,7 @@ func (m *RackMap) load() (<-chan zk.Event, error) {
 	m.byAddr, m.byIP, m.byMachine = byAddr, byIP, byMachine
 	m.mu.Unlock()
 	m.loadOnce.Do(func() { close(m.loaded) })
-	return watch, nil
+	return nil
 }
 
 // Lookup finds the agent at addr: by exact ip:port, else by IP when only

@@ -1,4 +1,4 @@
-package agent
+package znodes
 
 import (
 	"context"
@@ -9,12 +9,14 @@ import (
 	"github.com/go-zookeeper/zk"
 )
 
-// watchSet arms at most one ZooKeeper watch per (kind, path) and turns every
-// watch event into a nudge (a non-blocking send on a channel of buffer 1):
-// an event only means "re-read". Reads of a path whose watch is still armed
-// are plain reads, so re-reading after every nudge does not pile up
-// watchers on paths that never change.
-type watchSet struct {
+// WatchSet is the one watch recipe of dcroll: it arms at most one
+// ZooKeeper watch per (kind, path) and turns every watch event into a
+// nudge (a non-blocking send on a channel of buffer 1): an event only
+// means "re-read". Reads of a path whose watch is still armed are plain
+// reads, so re-reading after every nudge (or timer) does not pile up
+// watchers on paths that never change. Agents, the rack map and the origin
+// read through it.
+type WatchSet struct {
 	zk    *zk.Conn
 	ctx   context.Context
 	nudge chan<- struct{}
@@ -24,19 +26,21 @@ type watchSet struct {
 	next  uint64
 }
 
-func newWatchSet(ctx context.Context, conn *zk.Conn, nudge chan<- struct{}) *watchSet {
-	return &watchSet{zk: conn, ctx: ctx, nudge: nudge, armed: map[string]uint64{}}
+// NewWatchSet returns a WatchSet on conn whose events nudge; its
+// goroutines end with ctx.
+func NewWatchSet(ctx context.Context, conn *zk.Conn, nudge chan<- struct{}) *WatchSet {
+	return &WatchSet{zk: conn, ctx: ctx, nudge: nudge, armed: map[string]uint64{}}
 }
 
-// reset forgets every armed watch (after a new session: the old ones ended).
-func (w *watchSet) reset() {
+// Reset forgets every armed watch (after a new session: the old ones ended).
+func (w *WatchSet) Reset() {
 	w.mu.Lock()
 	w.armed = map[string]uint64{}
 	w.mu.Unlock()
 }
 
 // arm reports whether key needs a new watch and, if so, reserves a token.
-func (w *watchSet) arm(key string) (uint64, bool) {
+func (w *WatchSet) arm(key string) (uint64, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.armed[key]; ok {
@@ -47,7 +51,7 @@ func (w *watchSet) arm(key string) (uint64, bool) {
 	return w.next, true
 }
 
-func (w *watchSet) disarm(key string, token uint64) {
+func (w *WatchSet) disarm(key string, token uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.armed[key] == token {
@@ -57,27 +61,27 @@ func (w *watchSet) disarm(key string, token uint64) {
 
 // follow waits for the event of an armed watch in an owned goroutine (it
 // ends with ctx) and nudges.
-func (w *watchSet) follow(key string, token uint64, ch <-chan zk.Event) {
+func (w *WatchSet) follow(key string, token uint64, ch <-chan zk.Event) {
 	go func() {
 		select {
 		case <-ch:
 			w.disarm(key, token)
-			nudge(w.nudge)
+			nudgeChan(w.nudge)
 		case <-w.ctx.Done():
 		}
 	}()
 }
 
-func nudge(ch chan<- struct{}) {
+func nudgeChan(ch chan<- struct{}) {
 	select {
 	case ch <- struct{}{}:
 	default:
 	}
 }
 
-// get reads p, watching it for changes. A missing node is (nil, nil, ErrNoNode)
+// Get reads p, watching it for changes. A missing node is (nil, nil, ErrNoNode)
 // with an exists-watch armed, so its creation nudges too.
-func (w *watchSet) get(p string) ([]byte, *zk.Stat, error) {
+func (w *WatchSet) Get(p string) ([]byte, *zk.Stat, error) {
 	key := "data:" + p
 	token, need := w.arm(key)
 	if !need {
@@ -87,7 +91,7 @@ func (w *watchSet) get(p string) ([]byte, *zk.Stat, error) {
 			w.mu.Lock()
 			delete(w.armed, key)
 			w.mu.Unlock()
-			return w.get(p)
+			return w.Get(p)
 		}
 		return b, st, err
 	}
@@ -118,8 +122,8 @@ func (w *watchSet) get(p string) ([]byte, *zk.Stat, error) {
 	return nil, nil, zk.ErrNoNode
 }
 
-// children lists p's children, watching the list.
-func (w *watchSet) children(p string) ([]string, error) {
+// Children lists p's children, watching the list.
+func (w *WatchSet) Children(p string) ([]string, error) {
 	key := "children:" + p
 	token, need := w.arm(key)
 	if !need {
@@ -140,10 +144,10 @@ func (w *watchSet) children(p string) ([]string, error) {
 	return names, nil
 }
 
-// each calls fn for every child of dir that still exists, in name order,
+// Each calls fn for every child of dir that still exists, in name order,
 // watching the list and every child (a missing dir has no children).
-func (w *watchSet) each(dir string, fn func(name string, data []byte, st *zk.Stat) error) error {
-	names, err := w.children(dir)
+func (w *WatchSet) Each(dir string, fn func(name string, data []byte, st *zk.Stat) error) error {
+	names, err := w.Children(dir)
 	if errors.Is(err, zk.ErrNoNode) {
 		return nil
 	}
@@ -152,7 +156,7 @@ func (w *watchSet) each(dir string, fn func(name string, data []byte, st *zk.Sta
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		b, st, err := w.get(dir + "/" + n)
+		b, st, err := w.Get(dir + "/" + n)
 		if errors.Is(err, zk.ErrNoNode) {
 			continue
 		}
