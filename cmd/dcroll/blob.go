@@ -210,6 +210,7 @@ a few of the same data center, with the racks read from /dc/agents.`,
 			storeFlag(),
 			&cli.StringFlag{Name: "listen", Value: "0.0.0.0:6881", EnvVars: []string{"DCROLL_ORIGIN_LISTEN"}, Usage: "BitTorrent `ADDR` (use the data-center IP: peers are told it)"},
 			&cli.StringFlag{Name: "http", Value: "0.0.0.0:7070", EnvVars: []string{"DCROLL_ORIGIN_HTTP"}, Usage: "web seed and tracker `ADDR`"},
+			&cli.StringFlag{Name: "dc", EnvVars: []string{"DCROLL_DC"}, Usage: "data center of this origin: other data centers get it through one gateway each, so one copy crosses the WAN"},
 			&cli.BoolFlag{Name: "members-only", Usage: "close the tracker: an announce from an address that is not a registered agent (/dc/agents) gets no peers"},
 			&cli.BoolFlag{Name: "random-peers", Usage: "turn rack ordering off (for comparisons)"},
 			sessionTimeoutFlag(),
@@ -224,7 +225,7 @@ a few of the same data center, with the racks read from /dc/agents.`,
 				return err
 			}
 			defer conn.Close()
-			o, err := distrib.NewOrigin(distrib.OriginConfig{Store: st, Conn: conn, ListenAddr: c.String("listen"), HTTPAddr: c.String("http"), Logger: logger(c), Ranking: distrib.Ranking{Random: c.Bool("random-peers")}, MembersOnly: c.Bool("members-only")})
+			o, err := distrib.NewOrigin(distrib.OriginConfig{Store: st, Conn: conn, ListenAddr: c.String("listen"), HTTPAddr: c.String("http"), Logger: logger(c), Ranking: distrib.Ranking{Random: c.Bool("random-peers")}, MembersOnly: c.Bool("members-only"), DC: c.String("dc")})
 			if err != nil {
 				return err
 			}
