@@ -159,12 +159,7 @@ func PlanNight(ctx context.Context, c *znodes.Conn, sp *spec.Spec, now time.Time
 	if err != nil {
 		return nil, wrap(err)
 	}
-	var unfinished []string
-	for _, e := range queue {
-		if e.State != znodes.DeployDone {
-			unfinished = append(unfinished, e.Service+"("+e.State+")")
-		}
-	}
+	unfinished := unfinishedEntries(queue)
 	if len(unfinished) > 0 {
 		warn(WarnUnfinished, "", "a rollout is unfinished: %s; push needs --supersede to replace it", strings.Join(unfinished, ", "))
 	}

@@ -198,12 +198,7 @@ func Push(ctx context.Context, c *znodes.Conn, sp *spec.Spec, o PushOptions) (*P
 	if err != nil {
 		return nil, wrap(err)
 	}
-	var unfinished []string
-	for _, e := range queue {
-		if e.State != znodes.DeployDone {
-			unfinished = append(unfinished, e.Service+"("+e.State+")")
-		}
-	}
+	unfinished := unfinishedEntries(queue)
 	if len(unfinished) > 0 {
 		if !o.Supersede {
 			return nil, fmt.Errorf("%w: %s; wait for it, or replace it with --supersede", ErrRolloutInProgress, strings.Join(unfinished, ", "))

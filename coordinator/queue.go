@@ -195,3 +195,15 @@ func dash(s string) string {
 	}
 	return s
 }
+
+// unfinishedEntries names the entries of queue that are not done,
+// "store(rolling)": what a push must supersede (and the plan warns about).
+func unfinishedEntries(queue []QueueEntry) []string {
+	var out []string
+	for _, e := range queue {
+		if e.State != znodes.DeployDone {
+			out = append(out, e.Service+"("+e.State+")")
+		}
+	}
+	return out
+}

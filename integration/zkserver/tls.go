@@ -105,16 +105,7 @@ func (t *TLS) zooCfg(w func(k string, v any), securePort int) {
 	w("secureClientPort", securePort)
 	w("secureClientPortAddress", "127.0.0.1")
 	w("serverCnxnFactory", nettyFactory)
-	w("ssl.keyStore.location", t.KeyStore)
-	if t.KeyStorePassword != "" {
-		w("ssl.keyStore.password", t.KeyStorePassword)
-	}
-	w("ssl.keyStore.type", t.StoreType)
-	w("ssl.trustStore.location", t.TrustStore)
-	if t.TrustStorePassword != "" {
-		w("ssl.trustStore.password", t.TrustStorePassword)
-	}
-	w("ssl.trustStore.type", t.StoreType)
+	t.stores(w, "ssl.")
 	// Spelled out: ZooKeeper's default is need, which would refuse every
 	// client without a certificate.
 	w("ssl.clientAuth", string(t.ClientAuth))
@@ -125,20 +116,25 @@ func (t *TLS) zooCfg(w func(k string, v any), securePort int) {
 	w("ssl.hostnameVerification", false)
 }
 
+// stores writes the key and trust store settings under prefix ("ssl." for
+// clients, "ssl.quorum." between members).
+func (t *TLS) stores(w func(k string, v any), prefix string) {
+	for _, st := range []struct{ name, location, password string }{
+		{"keyStore", t.KeyStore, t.KeyStorePassword}, {"trustStore", t.TrustStore, t.TrustStorePassword},
+	} {
+		w(prefix+st.name+".location", st.location)
+		if st.password != "" {
+			w(prefix+st.name+".password", st.password)
+		}
+		w(prefix+st.name+".type", t.StoreType)
+	}
+}
+
 // quorumCfg writes sslQuorum and its stores: the members authenticate each
 // other both ways with the same key store (ssl.quorum.clientAuth is need).
 func (t *TLS) quorumCfg(w func(k string, v any)) {
 	w("sslQuorum", true)
-	w("ssl.quorum.keyStore.location", t.KeyStore)
-	if t.KeyStorePassword != "" {
-		w("ssl.quorum.keyStore.password", t.KeyStorePassword)
-	}
-	w("ssl.quorum.keyStore.type", t.StoreType)
-	w("ssl.quorum.trustStore.location", t.TrustStore)
-	if t.TrustStorePassword != "" {
-		w("ssl.quorum.trustStore.password", t.TrustStorePassword)
-	}
-	w("ssl.quorum.trustStore.type", t.StoreType)
+	t.stores(w, "ssl.quorum.")
 	// Members dial each other at 127.0.0.1, which the certificates list,
 	// but a member's certificate is also checked against the address it
 	// connects from; on loopback that is 127.0.0.1 too, so both checks stay.
