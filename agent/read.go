@@ -1,0 +1,241 @@
+package agent
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/go-zookeeper/zk"
+
+	"dcroll/spec"
+	"dcroll/znodes"
+)
+
+// meta is what the driver reads besides the Snapshot.
+type meta struct {
+	budgetVersion  int32 // -1: no budget node
+	headVersion    int32 // -1: no HEAD
+	controlVersion int32 // -1: no control node
+}
+
+// read builds a Snapshot. The budget version is read first: a spend is a
+// Multi conditional on it (and on the versions of HEAD, the control node
+// and the active entry read here), so anything read after it is fenced.
+func (w *worker) read() (Snapshot, meta, error) {
+	c, p, zc := w.conn, w.conn.Paths(), w.conn.ZK()
+	m := meta{budgetVersion: -1, headVersion: -1, controlVersion: -1}
+	snap := Snapshot{Now: w.rt.now(), Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, Service: w.service,
+		StopGrace: w.rt.cfg.StopGrace, UnsafeRules: w.rt.cfg.testUnsafeRules}
+
+	ok, bst, err := zc.Exists(p.Budget(w.service))
+	if err != nil {
+		return snap, m, fmt.Errorf("read budget: %w", err)
+	}
+	if ok {
+		m.budgetVersion = bst.Version
+	}
+
+	b, st, err := w.ws.Get(p.Head())
+	switch {
+	case errors.Is(err, zk.ErrNoNode):
+	case err != nil:
+		return snap, m, fmt.Errorf("read head: %w", err)
+	default:
+		var h znodes.Head
+		if err := znodes.Decode(b, &h); err != nil {
+			return snap, m, fmt.Errorf("read head: %w", err)
+		}
+		if err := w.rt.gate.check(&h); err != nil {
+			// Refused before anything of it is read or fetched: the
+			// machine keeps running what it runs.
+			snap.HeadRefused = err.Error()
+			break
+		}
+		sp, err := w.rt.loadSpec(c, h.SpecID)
+		if errors.Is(err, spec.ErrAltered) {
+			snap.HeadRefused = err.Error() // whoever altered it cannot make anything run
+			break
+		}
+		if err != nil {
+			return snap, m, err
+		}
+		m.headVersion = st.Version
+		snap.HeadID, snap.PrevID = h.SpecID, h.Prev
+		snap.Head = sp.Services[w.service]
+		snap.Window = sp.Window
+	}
+
+	b, st, err = w.ws.Get(p.Control())
+	switch {
+	case errors.Is(err, zk.ErrNoNode):
+	case err != nil:
+		return snap, m, fmt.Errorf("read control: %w", err)
+	default:
+		var ctl znodes.Control
+		if len(b) > 0 {
+			if err := znodes.Decode(b, &ctl); err != nil {
+				return snap, m, fmt.Errorf("read control: %w", err)
+			}
+		}
+		m.controlVersion = st.Version
+		snap.Paused, snap.PauseReason = ctl.Paused, ctl.Reason
+	}
+
+	err = w.ws.Each(p.Deploy(), func(n string, b []byte, st *zk.Stat) error {
+		if !znodes.HasPrefixSeq(n, znodes.DeployPrefix) {
+			return nil
+		}
+		e := Entry{Node: n, ZVersion: st.Version}
+		if err := znodes.Decode(b, &e.DeployEntry); err != nil {
+			return fmt.Errorf("deploy entry %s: %w", n, err)
+		}
+		snap.Queue = append(snap.Queue, e)
+		return nil
+	})
+	if err != nil {
+		return snap, m, fmt.Errorf("read deploy queue: %w", err)
+	}
+	slices.SortFunc(snap.Queue, func(a, b Entry) int {
+		x, _ := znodes.SeqOf(a.Node)
+		y, _ := znodes.SeqOf(b.Node)
+		return cmp.Compare(x, y)
+	})
+
+	if err := w.readFleet(&snap); err != nil {
+		return snap, m, err
+	}
+
+	err = w.ws.Each(p.BadRoot(), func(n string, b []byte, _ *zk.Stat) error {
+		var bad znodes.BadBuild
+		if err := znodes.Decode(b, &bad); err != nil {
+			return fmt.Errorf("bad-build record %s: %w", n, err)
+		}
+		if snap.Bad == nil {
+			snap.Bad = map[string]znodes.BadBuild{}
+		}
+		snap.Bad[n] = bad
+		return nil
+	})
+	if err != nil {
+		return snap, m, fmt.Errorf("read bad builds: %w", err)
+	}
+
+	snap.HoldsTurn = w.holdsTurn()
+	snap.Local = w.local()
+	return snap, m, nil
+}
+
+// readFleet fills the snapshot's members, registrations and step records
+// of the service. Only a machine that may act on them reads them all: the
+// turn holder (quorum, max_parallel, racks, canaries), a machine that runs
+// nothing (it starts the version most peers run), and, once, a machine
+// that just changed its own state (it may be the last to finish: it marks
+// the entry done). They watch the whole fleet while they hold the turn or
+// run nothing. Every other machine is a bystander: it reads and watches
+// only its own three nodes, so another machine's step costs it nothing,
+// and its Snapshot says FleetPartial (Decide then never counts the fleet).
+func (w *worker) readFleet(snap *Snapshot) error {
+	p := w.conn.Paths()
+	switch {
+	case w.holdsTurn() || !w.local().Running:
+		return w.readFleetWatched(snap)
+	case w.fleetOnce:
+		f, err := w.conn.ReadFleet(w.service)
+		if err != nil {
+			return err
+		}
+		snap.Members, snap.Current, snap.Down = f.Members, f.Current, f.Down
+		// Read it whole until this machine's registration shows what it
+		// runs now (publication may lag the local state); the watch on
+		// the registration wakes the next read.
+		if _, _, err := w.ws.Get(p.CurrentMachine(w.service, w.rt.cfg.Machine)); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return fmt.Errorf("read registration: %w", err)
+		}
+		l := w.local()
+		if cur := findCurrent(f.Current, w.rt.cfg.Machine); cur != nil && cur.State == znodes.StateRunning && cur.Healthy &&
+			cur.SpecID == l.SpecID && cur.Version == l.Version {
+			w.fleetOnce = false
+		}
+		return nil
+	}
+	snap.FleetPartial = true
+	me := w.rt.cfg.Machine
+	if b, _, err := w.ws.Get(p.Member(w.service, me)); err == nil {
+		var mem znodes.Member
+		if err := znodes.Decode(b, &mem); err != nil {
+			w.log.Warn("unreadable member record: counted as a member", "machine", me, "err", err)
+		}
+		mem.Machine = me
+		snap.Members = append(snap.Members, mem)
+	} else if !errors.Is(err, zk.ErrNoNode) {
+		return fmt.Errorf("read member record: %w", err)
+	}
+	if b, _, err := w.ws.Get(p.CurrentMachine(w.service, me)); err == nil {
+		var cur znodes.Current
+		if err := znodes.Decode(b, &cur); err == nil {
+			cur.Machine = me
+			snap.Current = append(snap.Current, cur)
+		}
+	} else if !errors.Is(err, zk.ErrNoNode) {
+		return fmt.Errorf("read registration: %w", err)
+	}
+	if b, _, err := w.ws.Get(p.DownMachine(w.service, me)); err == nil {
+		var d znodes.Down
+		if err := znodes.Decode(b, &d); err != nil {
+			d = znodes.Down{} // unreadable: still mid-step
+		}
+		d.Machine = me
+		snap.Down = append(snap.Down, d)
+	} else if !errors.Is(err, zk.ErrNoNode) {
+		return fmt.Errorf("read step record: %w", err)
+	}
+	return nil
+}
+
+// readFleetWatched reads the whole fleet of the service, watching it.
+func (w *worker) readFleetWatched(snap *Snapshot) error {
+	p := w.conn.Paths()
+	var err error
+	err = w.ws.Each(p.Members(w.service), func(n string, b []byte, _ *zk.Stat) error {
+		var mem znodes.Member
+		if err := znodes.Decode(b, &mem); err != nil {
+			w.log.Warn("unreadable member record: counted as a member", "machine", n, "err", err)
+		}
+		mem.Machine = n
+		snap.Members = append(snap.Members, mem)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read members: %w", err)
+	}
+
+	err = w.ws.Each(p.Current(w.service), func(n string, b []byte, _ *zk.Stat) error {
+		var cur znodes.Current
+		if err := znodes.Decode(b, &cur); err != nil {
+			w.log.Warn("skipping unreadable current entry", "machine", n, "err", err)
+			return nil
+		}
+		cur.Machine = n
+		snap.Current = append(snap.Current, cur)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read current: %w", err)
+	}
+
+	err = w.ws.Each(p.Down(w.service), func(n string, b []byte, _ *zk.Stat) error {
+		var d znodes.Down
+		if err := znodes.Decode(b, &d); err != nil {
+			d = znodes.Down{} // unreadable: still a machine mid-step
+		}
+		d.Machine = n
+		snap.Down = append(snap.Down, d)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read step records: %w", err)
+	}
+
+	return nil
+}
