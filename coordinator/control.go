@@ -110,6 +110,15 @@ func Resume(c *znodes.Conn, by string) (*ResumeResult, error) {
 		d.State, d.Reason, d.Machine, d.Updated = znodes.DeployRolling, "", "", now
 		d.BakeSince = time.Time{} // a canary phase bakes again from the retry
 		ops = append(ops, &zk.SetDataRequest{Path: c.Paths().DeployEntry(e.Node), Data: znodes.MustEncode(&d), Version: e.ZVersion})
+		// The retry starts the canary count again: the spends before the
+		// halt are no canaries of it.
+		var b znodes.Budget
+		if bst, err := c.GetJSON(c.Paths().Budget(e.Service), &b); err == nil && b.Entry == e.Node {
+			b.Entry, b.Steps, b.First = "", 0, nil
+			ops = append(ops, znodes.SetOp(c.Paths().Budget(e.Service), znodes.MustEncode(&b), bst.Version))
+		} else if err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return nil, fmt.Errorf("resume: read the budget of %s: %w", e.Service, err)
+		}
 		res.Retried = append(res.Retried, e.Service)
 	}
 	if ctl.Paused || st == nil {

@@ -18,6 +18,7 @@
 //	/dc/budget/<service>             persistent  Budget: version bumped by each atomic quorum spend
 //	/dc/members/<service>/<machine>  persistent  Member: a machine of the service, from its first registration until an operator removes it
 //	/dc/down/<service>/<machine>     persistent  Down: the step record of a machine that spent quorum budget, until its step is over
+//	/dc/up/<service>/<machine>       ephemeral   (empty) the machine is available: registered, running, healthy, not mid-step (Presence)
 //	/dc/bad/<key>                    persistent  BadBuild: a build (key BadKey(build, "")) or build+settings that halted a rollout
 //	/dc/agents/<machine>             ephemeral   Agent: machine, rack, dc, peer address
 //	/dc/progress/<machine>           ephemeral   Progress: blob download progress for dashboards
@@ -38,6 +39,9 @@
 // the next:
 //
 //	Registration (registration.go)  Run(ctx): an ephemeral node kept alive across sessions
+//	Presence (presence.go)          Set(bool): an ephemeral marker that exists while its owner says so
+//	WatchSet (watch.go)             one armed watch per path; unchanged paths answered without a round trip
+//	ReadAvailability (availability.go) a service's members counted from children lists: O(1) round trips
 //	TurnLock (lock.go)              Acquire(ctx) -> HeldTurn: herd-free queue, CheckOp fences writes
 //	Election (election.go)          Run(ctx, lead): lead(leaderCtx) while leader, cancelled on suspension
 //	Update, SetOp, CheckOp (txn.go) versioned read-modify-write and Multi ops

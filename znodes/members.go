@@ -28,6 +28,8 @@ type Member struct {
 	// absent member.
 	Version string    `json:"version,omitempty"`
 	Seen    time.Time `json:"seen"`
+	// Labels are the agent's labels (see Current.Labels).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // BadBuild records a build (or a build with settings) that halted a

@@ -80,6 +80,11 @@ func (p Paths) Down(service string) string   { return p.join("down", service) }
 func (p Paths) DownMachine(service, machine string) string {
 	return p.join("down", service, machine)
 }
+func (p Paths) UpRoot() string           { return p.join("up") }
+func (p Paths) Up(service string) string { return p.join("up", service) }
+func (p Paths) UpMachine(service, machine string) string {
+	return p.join("up", service, machine)
+}
 func (p Paths) MembersRoot() string           { return p.join("members") }
 func (p Paths) Members(service string) string { return p.join("members", service) }
 func (p Paths) Member(service, machine string) string {
@@ -100,7 +105,7 @@ func (p Paths) Election(name string) string    { return p.join("election", name)
 // agents and the coordinator run; EnsureSkeleton creates them.
 func (p Paths) Skeleton() []string {
 	return []string{p.Root, p.Specs(), p.History(), p.Deploy(), p.CurrentRoot(), p.StagingRoot(),
-		p.TurnsRoot(), p.BudgetRoot(), p.DownRoot(), p.MembersRoot(), p.BadRoot(), p.Agents(), p.ProgressRoot(),
+		p.TurnsRoot(), p.BudgetRoot(), p.DownRoot(), p.UpRoot(), p.MembersRoot(), p.BadRoot(), p.Agents(), p.ProgressRoot(),
 		p.Blobs(), p.ElectionRoot()}
 }
 

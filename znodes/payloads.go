@@ -3,6 +3,7 @@ package znodes
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -111,6 +112,12 @@ type DeployEntry struct {
 	Promoted   bool      `json:"promoted,omitempty"`
 	PromotedBy string    `json:"promoted_by,omitempty"`
 	PromotedAt time.Time `json:"promoted_at,omitzero"`
+	// Upgrade domains and waves (spec domain, waves): the data center
+	// (Wave) and the domain value (Domain) now open, written by the
+	// leading coordinator (coordinator.OpenDomains); "" until it opened
+	// the first. Only members of the open wave and domain step.
+	Wave   string `json:"wave,omitempty"`
+	Domain string `json:"domain,omitempty"`
 }
 
 // Deploy entry kinds beyond spec's new/upgrade/settings: a service removed
@@ -150,6 +157,9 @@ type Current struct {
 	Since   time.Time `json:"since"` // when State last changed
 	PID     int       `json:"pid,omitempty"`
 	Detail  string    `json:"detail,omitempty"` // last error or note
+	// Labels are the agent's labels (agent config labels:), for upgrade
+	// domains; rack and dc are the fields above.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // StagingEntry marks a machine ready to roll, at Paths.Staging.
@@ -178,6 +188,38 @@ type Budget struct {
 	Service string    `json:"service"`
 	Last    string    `json:"last,omitempty"` // machine of the last spend
 	At      time.Time `json:"at"`
+	// Entry is the deploy entry of the last spend, Steps how many spends
+	// it has had, and First the machines of its first spends (at most
+	// BudgetFirst): a canary phase counts its canaries here, in the same
+	// Multi as each spend, instead of reading the whole fleet.
+	Entry string   `json:"entry,omitempty"`
+	Steps int      `json:"steps,omitempty"`
+	First []string `json:"first,omitempty"`
+}
+
+// BudgetFirst is how many machines Budget.First keeps.
+const BudgetFirst = 16
+
+// Spent returns the budget after machine's spend in entry at.
+func (b Budget) Spent(machine, entry string, at time.Time) Budget {
+	if b.Entry != entry {
+		b.Entry, b.Steps, b.First = entry, 0, nil
+	}
+	b.Steps++
+	if len(b.First) < BudgetFirst {
+		b.First = append(slices.Clone(b.First), machine)
+	}
+	b.Last, b.At = machine, at
+	return b
+}
+
+// StepsIn returns the spends of entry and its first machines (none when
+// the last spend was for another entry).
+func (b Budget) StepsIn(entry string) (int, []string) {
+	if b.Entry != entry {
+		return 0, nil
+	}
+	return b.Steps, b.First
 }
 
 // Down is the persistent step record of a machine that spent quorum budget

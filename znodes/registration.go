@@ -39,6 +39,33 @@ type Registration struct {
 	dirty      bool   // an Update failed with an unknown outcome
 	ready      chan struct{}
 	wake       chan struct{}
+
+	// marker, if set, follows every written payload (WithMarker).
+	marker *Presence
+	markOn func(payload []byte) bool
+}
+
+// WithMarker makes the registration keep a Presence marker at p that
+// exists while on(payload) holds for the payload last written (an agent's
+// /dc/up/<service>/<machine>: present while its registration says
+// available). The marker is written right after each payload, created
+// again in every new session, and deleted when Run ends. Call before Run.
+func (r *Registration) WithMarker(p string, on func(payload []byte) bool) *Registration {
+	r.marker, r.markOn = NewPresence(r.c, p), on
+	return r
+}
+
+// written records a payload that landed and has the marker follow it;
+// caller holds opMu.
+func (r *Registration) written(data []byte) {
+	r.clearDirty(data)
+	if r.marker == nil {
+		return
+	}
+	if err := r.marker.Set(r.markOn(data)); err != nil {
+		r.log.Warn("availability marker not written; retried", "err", err)
+		r.wakeRun()
+	}
 }
 
 // NewRegistration returns a Registration of the ephemeral node at p. data
@@ -193,6 +220,13 @@ func (r *Registration) watch(s session) (bool, <-chan zk.Event, error) {
 			return false, nil, err
 		}
 	}
+	if r.marker != nil {
+		if err := r.marker.Sync(); isConnErr(err) {
+			return false, nil, err
+		} else if err != nil {
+			r.log.Warn("availability marker not written; retried at the next change", "err", err)
+		}
+	}
 	ok, st, ch, err := r.c.zk.ExistsW(r.path)
 	if err != nil {
 		return false, nil, fmt.Errorf("watch %s: %w", r.path, err)
@@ -245,7 +279,7 @@ func (r *Registration) create(s session) error {
 	}
 	if err == nil {
 		r.setRegistered(s.gen, 0)
-		r.clearDirty(data)
+		r.written(data)
 		return nil
 	}
 	if !errors.Is(err, zk.ErrNodeExists) {
@@ -269,7 +303,7 @@ func (r *Registration) create(s session) error {
 			version = st.Version
 		}
 		r.setRegistered(s.gen, version)
-		r.clearDirty(data)
+		r.written(data)
 		return nil
 	case 0:
 		return fmt.Errorf("registration %s: a persistent node is in the way: delete it (zkCli.sh delete %s)", r.path, r.path)
@@ -358,7 +392,7 @@ func (r *Registration) write(s session, payload []byte) error {
 	r.mu.Lock()
 	r.version = st.Version
 	r.mu.Unlock()
-	r.clearDirty(payload)
+	r.written(payload)
 	return nil
 }
 
@@ -372,6 +406,11 @@ func (r *Registration) remove(s session) {
 	ok, st, err := r.c.zk.Exists(r.path)
 	if err != nil || !ok || st.EphemeralOwner != s.id {
 		return
+	}
+	if r.marker != nil {
+		if err := r.marker.Set(false); err != nil {
+			r.log.Warn("delete availability marker on stop", "err", err)
+		}
 	}
 	if err := r.c.zk.Delete(r.path, st.Version); err != nil && !errors.Is(err, zk.ErrNoNode) {
 		r.log.Warn("delete registration on stop", "err", err)
