@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"sync/atomic"
 
 	"github.com/go-zookeeper/zk"
 )
@@ -42,6 +43,8 @@ type HeldTurn struct {
 	session int64
 	stat    zk.Stat
 	lost    <-chan struct{}
+	// released: a Multi with ReleaseOp deleted the node.
+	released atomic.Bool
 }
 
 // Acquire queues for the turn and blocks until it is held, ctx ends
@@ -114,6 +117,18 @@ func (t *HeldTurn) CheckOp() *zk.CheckVersionRequest {
 	return CheckOp(t.path, t.stat.Version)
 }
 
+// ReleaseOp is a Multi op that gives the turn up as part of the Multi,
+// saving the round trip of Release: like CheckOp, it fails the Multi
+// unless the turn's node still exists unchanged. Call Released once the
+// Multi succeeded.
+func (t *HeldTurn) ReleaseOp() *zk.DeleteRequest {
+	return DeleteOp(t.path, t.stat.Version)
+}
+
+// Released records that a Multi with ReleaseOp applied: Release does
+// nothing more.
+func (t *HeldTurn) Released() { t.released.Store(true) }
+
 // Lost returns a channel closed when the session that holds the turn is lost
 // (or the Conn closed): the turn is over; stop and call Release.
 func (t *HeldTurn) Lost() <-chan struct{} { return t.lost }
@@ -122,6 +137,9 @@ func (t *HeldTurn) Lost() <-chan struct{} { return t.lost }
 // After a session loss the node is already gone, or is deleted once the
 // session reconnects; Release then returns nil.
 func (t *HeldTurn) Release() error {
+	if t.released.Load() {
+		return nil
+	}
 	select {
 	case <-t.lost:
 		t.c.deleteLater(orphan{session: t.session, path: t.path})
