@@ -100,6 +100,35 @@ func (p *Presence) deleteLeftover() error {
 	return nil
 }
 
+// op returns the Multi op that brings the marker to on in session gen
+// (nil: it is so already), or known false when the marker's state in that
+// session is not known yet (Set then).
+func (p *Presence) op(on bool, gen uint64) (op any, known bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if gen != p.gen {
+		return nil, false
+	}
+	switch {
+	case p.have == on:
+		return nil, true
+	case on:
+		return p.c.CreateOp(p.path, nil, zk.FlagEphemeral), true
+	default:
+		return DeleteOp(p.path, -1), true
+	}
+}
+
+// applied records that a Multi with op(on, gen) landed.
+func (p *Presence) applied(on bool, gen uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.want = on
+	if gen == p.gen {
+		p.have = on
+	}
+}
+
 func (p *Presence) create() error {
 	_, err := p.c.Create(p.path, nil, zk.FlagEphemeral)
 	if errors.Is(err, zk.ErrNoNode) {

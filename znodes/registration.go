@@ -368,6 +368,25 @@ func (r *Registration) write(s session, payload []byte) error {
 	r.mu.Lock()
 	version := r.version
 	r.mu.Unlock()
+	if r.marker != nil {
+		// The payload and its marker in one Multi: one round trip, and
+		// nobody sees one without the other. Anything unusual (a missing
+		// directory, a version or marker left by another session) takes
+		// the long way below.
+		on := r.markOn(payload)
+		if op, known := r.marker.op(on, s.gen); known && op != nil {
+			if res, err := r.c.Multi(SetOp(r.path, payload, version), op); err == nil {
+				r.marker.applied(on, s.gen)
+				r.mu.Lock()
+				r.version = res[0].Stat.Version
+				r.mu.Unlock()
+				r.written(payload)
+				return nil
+			} else if isConnErr(err) {
+				return fmt.Errorf("update %s: %w", r.path, err)
+			}
+		}
+	}
 	st, err := r.c.zk.Set(r.path, payload, version)
 	if errors.Is(err, zk.ErrBadVersion) {
 		// Our earlier write whose response was lost, or another writer:
