@@ -42,6 +42,7 @@
 //	Presence (presence.go)          Set(bool): an ephemeral marker that exists while its owner says so
 //	WatchSet (watch.go)             one armed watch per path; unchanged paths answered without a round trip
 //	ReadAvailability (availability.go) a service's members counted from children lists: O(1) round trips
+//	FleetCache (fleetcache.go)      the leader's watched model of whole fleets: one read per changed node
 //	TurnLock (lock.go)              Acquire(ctx) -> HeldTurn: herd-free queue, CheckOp fences writes
 //	Election (election.go)          Run(ctx, lead): lead(leaderCtx) while leader, cancelled on suspension
 //	Update, SetOp, CheckOp (txn.go) versioned read-modify-write and Multi ops
