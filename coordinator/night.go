@@ -452,16 +452,22 @@ func firstLine(s string, n int) string {
 // measured step times and the active entry's clock between ticks, and
 // writes only when the record changed (or every nightRefresh).
 type nightWriter struct {
-	c       *znodes.Conn
-	by      string
+	c  *znodes.Conn
+	by string
+	// view, when set (under Run), serves HEAD, the queue, the control
+	// node and every fleet from memory; nil: plain reads.
+	view *leaderView
+	// spec caches HEAD's spec, id specID (specs are immutable).
+	spec    *spec.Spec
+	specID  string
 	steps   map[string]znodes.StepStat
 	clock   stepClock
 	loaded  bool
 	last    []byte // the last record written, without By and At
 	written time.Time
-	// fleets caches the fleets of entries that are not active: they do
-	// not move during a night until their turn, so they are re-read at
-	// most every fleetRefresh.
+	// fleets caches, without a view, the fleets of entries that are not
+	// active: they do not move during a night until their turn, so they
+	// are re-read at most every fleetRefresh.
 	fleets map[string]cachedFleet
 }
 
@@ -492,15 +498,7 @@ func (n *nightWriter) tick(now time.Time, active *znodes.Fleet) error {
 		}
 		n.loaded = true
 	}
-	head, _, err := ReadHead(n.c)
-	if err != nil {
-		return err
-	}
-	q, err := ReadQueue(n.c)
-	if err != nil {
-		return err
-	}
-	ctl, _, err := ReadControl(n.c)
+	head, q, ctl, err := n.read()
 	if err != nil {
 		return err
 	}
@@ -508,9 +506,13 @@ func (n *nightWriter) tick(now time.Time, active *znodes.Fleet) error {
 	var sp *spec.Spec
 	if head != nil {
 		in.headID = head.SpecID
-		if sp, err = LoadSpec(n.c, head.SpecID); err != nil {
-			return err
+		if n.spec == nil || n.specID != head.SpecID {
+			if n.spec, err = LoadSpec(n.c, head.SpecID); err != nil {
+				return err
+			}
+			n.specID = head.SpecID
 		}
+		sp = n.spec
 		in.window = sp.Window
 	}
 	act := Active(q)
@@ -521,6 +523,9 @@ func (n *nightWriter) tick(now time.Time, active *znodes.Fleet) error {
 		}
 		if e.State != znodes.DeployDone {
 			f, err := n.fleet(e.Service, act != nil && act.Node == e.Node, active, now)
+			if errors.Is(err, errNotRead) {
+				return nil // written once the cache has it
+			}
 			if err != nil {
 				return err
 			}
@@ -544,9 +549,35 @@ func (n *nightWriter) tick(now time.Time, active *znodes.Fleet) error {
 	return n.write(r, now)
 }
 
+// read returns HEAD, the queue and the control node.
+func (n *nightWriter) read() (*znodes.Head, []QueueEntry, znodes.Control, error) {
+	if n.view != nil {
+		if err := n.view.refresh(); err != nil {
+			return nil, nil, znodes.Control{}, err
+		}
+		return n.view.head, n.view.queue, n.view.ctl, nil
+	}
+	head, _, err := ReadHead(n.c)
+	if err != nil {
+		return nil, nil, znodes.Control{}, err
+	}
+	q, err := ReadQueue(n.c)
+	if err != nil {
+		return nil, nil, znodes.Control{}, err
+	}
+	ctl, _, err := ReadControl(n.c)
+	return head, q, ctl, err
+}
+
+// fleet is service's fleet: the active one the advancer read, else from
+// the view's cache (errNotRead until it has it), else a plain read at
+// most every fleetRefresh.
 func (n *nightWriter) fleet(service string, isActive bool, active *znodes.Fleet, now time.Time) (znodes.Fleet, error) {
 	if isActive && active != nil {
 		return *active, nil
+	}
+	if n.view != nil {
+		return n.view.fleet(service)
 	}
 	if c, ok := n.fleets[service]; ok && !isActive && now.Sub(c.at) < fleetRefresh {
 		return c.f, nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -88,6 +87,26 @@ type ServicePlan struct {
 	Batches  []PlanBatch   `json:"batches"`
 	Start    time.Time     `json:"start"`
 	Finish   time.Time     `json:"finish"`
+	// Domain is the spec's upgrade domain label ("" without one) and
+	// Waves its wave order as written ("dc", "[dc-east, dc-west]"; ""
+	// without); WaveOrder the data centers in the order they go, and
+	// Domains every domain (or, without a domain, rack) in the order it
+	// goes, each with its batches.
+	Domain    string       `json:"domain,omitempty"`
+	Waves     string       `json:"waves,omitempty"`
+	WaveOrder []string     `json:"wave_order,omitempty"`
+	Domains   []PlanDomain `json:"domains,omitempty"`
+}
+
+// PlanDomain is one upgrade domain of a service with a domain or waves:
+// its members go in Batches batches of at most AtOnce (max_parallel,
+// capped by the quorum for a domain).
+type PlanDomain struct {
+	Wave    string `json:"wave,omitempty"`
+	Value   string `json:"value"`
+	Members int    `json:"members"`
+	AtOnce  int    `json:"at_once"`
+	Batches int    `json:"batches"`
 }
 
 // PlanMember is one member of a service and its state now.
@@ -103,6 +122,10 @@ type PlanMember struct {
 type PlanBatch struct {
 	Machines []string `json:"machines"`
 	Rack     string   `json:"rack"`
+	// Wave and Domain: the batch's data center (with waves) and domain
+	// value (with a domain).
+	Wave   string `json:"wave,omitempty"`
+	Domain string `json:"domain,omitempty"`
 	// Unavailable are the batch's machines that are unavailable now
 	// (absent, mid-step, unhealthy): they hold the batch back.
 	Unavailable []string `json:"unavailable"`
@@ -306,9 +329,11 @@ func planService(c *znodes.Conn, sp *spec.Spec, cur *spec.Spec, e znodes.DeployE
 	}
 	removal := e.Kind == znodes.KindRemoved
 	s.Step = batchEstimate(svc, e.Kind)
+	var perMember time.Duration
 	if st, ok := steps[e.Service]; ok && st.Samples > 0 {
 		// Measured per member step: a batch of max_parallel machines.
-		s.Step = time.Duration(st.Seconds*float64(time.Second)) * time.Duration(max(s.MaxParallel, 1))
+		perMember = time.Duration(st.Seconds * float64(time.Second))
+		s.Step = perMember * time.Duration(max(s.MaxParallel, 1))
 		s.Measured = true
 	}
 
@@ -361,22 +386,18 @@ func planService(c *znodes.Conn, sp *spec.Spec, cur *spec.Spec, e znodes.DeployE
 	}
 
 	// Batches: racks one after another (sorted), max_parallel machines of
-	// one rack at a time.
-	byRack := map[string][]znodes.MemberState{}
-	var racks []string
-	for _, m := range states {
-		if _, ok := byRack[m.Rack]; !ok {
-			racks = append(racks, m.Rack)
-		}
-		byRack[m.Rack] = append(byRack[m.Rack], m)
+	// one rack at a time; with waves, data center after data center; with
+	// a domain, its values instead of racks, as many machines of one at a
+	// time as max_parallel and the quorum allow (planGroups).
+	groups, per := planGroups(&s, svc, states, removal, warn)
+	if s.Measured && s.Domain != "" {
+		s.Step = perMember * time.Duration(per)
 	}
-	sort.Strings(racks)
-	per := max(s.MaxParallel, 1)
 	headroomWarned := false
-	for _, r := range racks {
-		ms := byRack[r]
+	for _, g := range groups {
+		ms := g.members
 		for i := 0; i < len(ms); i += per {
-			b := PlanBatch{Rack: r, Machines: []string{}, Unavailable: []string{}}
+			b := PlanBatch{Rack: g.rack(ms[i:min(i+per, len(ms))]), Wave: g.wave, Domain: g.domain, Machines: []string{}, Unavailable: []string{}}
 			down := 0
 			for _, m := range ms[i:min(i+per, len(ms))] {
 				b.Machines = append(b.Machines, m.Machine)
@@ -482,8 +503,9 @@ func (p *NightPlan) WriteText(w io.Writer) error {
 			how = "measured"
 		}
 		fmt.Fprintf(w, "  quorum %s (min %d of %d), max_parallel %d, step ~%s (%s)\n", dash(s.Quorum), s.QuorumMin, len(s.Members), s.MaxParallel, s.Step.Round(100*time.Millisecond), how)
+		writeDomains(w, s)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  BATCH\tRACK\tMACHINES\tHEADROOM\tSTART\tFINISH\tNOTES")
+		fmt.Fprintln(tw, "  BATCH\t"+domainHead(s)+"RACK\tMACHINES\tHEADROOM\tSTART\tFINISH\tNOTES")
 		for i, b := range s.Batches {
 			h := "-"
 			if b.Headroom != nil {
@@ -499,7 +521,7 @@ func (p *NightPlan) WriteText(w io.Writer) error {
 			if b.Headroom != nil && *b.Headroom < 0 {
 				notes = append(notes, "below quorum: waits")
 			}
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, dash(b.Rack), strings.Join(b.Machines, ","), h,
+			fmt.Fprintf(tw, "  %d\t%s%s\t%s\t%s\t%s\t%s\t%s\n", i+1, domainCells(s, b), dash(b.Rack), strings.Join(b.Machines, ","), h,
 				clock(b.Start), clock(b.Finish), dash(strings.Join(notes, "; ")))
 		}
 		tw.Flush()

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-zookeeper/zk"
+
 	"dcroll/spec"
 	"dcroll/znodes"
 )
@@ -24,7 +26,10 @@ type Config struct {
 	ID string
 	// HTTPAddr serves the dashboard, /api/status and /metrics ("" = off).
 	HTTPAddr string
-	// Interval is how often the leader re-reads the queue (default 1s).
+	// Interval is the leader's clock for its deadlines (progress, no
+	// members, canary bake, window; default 1s). The queue and the fleets
+	// are watched: a change is acted on at once, and a tick with nothing
+	// changed reads nothing from ZooKeeper.
 	Interval time.Duration
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
@@ -127,12 +132,20 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
-// advancer is the leader's queue driver: it polls the queue and the active
-// entry's fleet with plain reads (no watches) once per tick.
+// advancer is the leader's queue driver. Under Run it reads through a
+// leaderView (the queue, HEAD and the control node through one WatchSet,
+// fleets from a FleetCache): a tick with nothing changed reads nothing
+// from ZooKeeper, and it runs at every change as well as every tick (the
+// tick is the clock of the deadlines: progress, no members, canary bake,
+// window). Built without a view (tests driving once), it reads plainly.
 type advancer struct {
 	c   *znodes.Conn
 	log *slog.Logger
 	now func() time.Time
+	// view is the watched read model (nil: plain reads every tick).
+	view *leaderView
+	// onTick, if set, is called after every round (tests count rounds).
+	onTick func()
 	// noMembersAfter: see Config.NoMembersAfter (negative: never).
 	noMembersAfter time.Duration
 
@@ -157,18 +170,29 @@ type advancer struct {
 	night *nightWriter
 }
 
-// run advances the queue every tick until ctx ends.
+// run advances the queue at every change of what it watches and every
+// tick, until ctx ends (the view's goroutines end with it).
 func (a *advancer) run(ctx context.Context, every time.Duration) error {
+	a.view = newLeaderView(ctx, a.c)
+	if a.night != nil {
+		a.night.view = a.view
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		if err := a.once(); err != nil {
 			a.log.Warn("advance deploy queue", "err", err)
 		}
+		if a.onTick != nil {
+			a.onTick()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-a.view.nudge:
+			a.view.stale()
+		case <-a.view.fleets.Changed():
 		}
 	}
 }
@@ -176,6 +200,9 @@ func (a *advancer) run(ctx context.Context, every time.Duration) error {
 // once advances the queue, then writes the night record.
 func (a *advancer) once() error {
 	f, err := a.advance()
+	if errors.Is(err, errNotRead) {
+		return nil // the fleet cache nudges once it has read it
+	}
 	if err != nil {
 		return err
 	}
@@ -183,6 +210,164 @@ func (a *advancer) once() error {
 		return nil
 	}
 	return a.night.tick(a.now(), f)
+}
+
+// errNotRead: a fleet the round needs is not in the cache yet.
+var errNotRead = errors.New("fleet not read yet")
+
+// readQueue is the deploy queue, from the view when there is one.
+func (a *advancer) readQueue() ([]QueueEntry, error) {
+	if a.view == nil {
+		return ReadQueue(a.c)
+	}
+	if err := a.view.refresh(); err != nil {
+		return nil, err
+	}
+	return a.view.queue, nil
+}
+
+// readFleet is service's fleet, from the cache when there is one
+// (errNotRead until it has been read).
+func (a *advancer) readFleet(service string) (znodes.Fleet, error) {
+	if a.view == nil {
+		return a.c.ReadFleet(service)
+	}
+	return a.view.fleet(service)
+}
+
+// readControl is the control node, from the view when there is one.
+func (a *advancer) readControl() (znodes.Control, error) {
+	if a.view == nil {
+		ctl, _, err := ReadControl(a.c)
+		return ctl, err
+	}
+	if err := a.view.refresh(); err != nil {
+		return znodes.Control{}, err
+	}
+	return a.view.ctl, nil
+}
+
+// wrote says the advancer wrote a deploy entry: the view re-reads the
+// queue before it is used again (the entry's watch fires too, but maybe
+// after the next read).
+func (a *advancer) wrote() {
+	if a.view != nil {
+		a.view.stale()
+	}
+}
+
+// leaderView is the leader's watched read model: HEAD, the control node
+// and the deploy queue (list and entries) through one WatchSet, re-read
+// only after one of their watches fired (O(entries) reads per change,
+// none otherwise), and the fleets of the unfinished entries' services in
+// a FleetCache (O(1) reads per change of a machine). The advancer's
+// goroutine owns it.
+type leaderView struct {
+	c      *znodes.Conn
+	ws     *znodes.WatchSet
+	nudge  chan struct{} // the WatchSet's
+	fleets *znodes.FleetCache
+
+	gen   uint64 // session generation the watches belong to
+	fresh bool   // nothing changed since the last read
+	head  *znodes.Head
+	ctl   znodes.Control
+	queue []QueueEntry
+}
+
+func newLeaderView(ctx context.Context, c *znodes.Conn) *leaderView {
+	nudge := make(chan struct{}, 1)
+	_, gen, _ := c.State()
+	return &leaderView{c: c, ws: znodes.NewWatchSet(ctx, c.ZK(), nudge), nudge: nudge,
+		fleets: znodes.NewFleetCache(ctx, c), gen: gen}
+}
+
+// stale makes the next read go to ZooKeeper.
+func (v *leaderView) stale() { v.fresh = false }
+
+// refresh re-reads HEAD, the control node and the queue if a watch fired
+// (or the session is new) since the last read, and tracks the fleets of
+// the unfinished entries.
+func (v *leaderView) refresh() error {
+	if _, gen, _ := v.c.State(); gen != v.gen {
+		v.ws.Reset() // the old session's watches are gone
+		v.gen, v.fresh = gen, false
+	}
+	select {
+	case <-v.nudge:
+		v.fresh = false
+	default:
+	}
+	if v.fresh {
+		return nil
+	}
+	p := v.c.Paths()
+	var head *znodes.Head
+	b, _, err := v.ws.Get(p.Head())
+	switch {
+	case errors.Is(err, zk.ErrNoNode):
+	case err != nil:
+		return fmt.Errorf("read HEAD: %w", err)
+	default:
+		head = &znodes.Head{}
+		if err := znodes.Decode(b, head); err != nil {
+			return fmt.Errorf("read HEAD: %w", err)
+		}
+	}
+	var ctl znodes.Control
+	b, _, err = v.ws.Get(p.Control())
+	switch {
+	case errors.Is(err, zk.ErrNoNode):
+	case err != nil:
+		return fmt.Errorf("read control: %w", err)
+	default:
+		if err := znodes.Decode(b, &ctl); err != nil {
+			return fmt.Errorf("read control: %w", err)
+		}
+	}
+	byName := map[string]QueueEntry{}
+	var names []string
+	err = v.ws.Each(p.Deploy(), func(name string, b []byte, st *zk.Stat) error {
+		var e znodes.DeployEntry
+		if err := znodes.Decode(b, &e); err != nil {
+			return fmt.Errorf("%s: %w", p.DeployEntry(name), err)
+		}
+		byName[name] = QueueEntry{Node: name, ZVersion: st.Version, DeployEntry: e}
+		names = append(names, name)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read deploy queue: %w", err)
+	}
+	znodes.SortSequential(names) // ReadQueue's order
+	q := make([]QueueEntry, 0, len(names))
+	for _, n := range names {
+		q = append(q, byName[n])
+	}
+	want := map[string]bool{}
+	for _, e := range q {
+		if e.State != znodes.DeployDone {
+			want[e.Service] = true
+			v.fleets.Track(e.Service)
+		}
+	}
+	for _, e := range v.queue {
+		if !want[e.Service] {
+			v.fleets.Untrack(e.Service)
+		}
+	}
+	v.head, v.ctl, v.queue, v.fresh = head, ctl, q, true
+	return nil
+}
+
+// fleet is service's cached fleet (tracking it if the queue did not).
+func (v *leaderView) fleet(service string) (znodes.Fleet, error) {
+	v.fleets.Track(service)
+	f, ok := v.fleets.Fleet(service)
+	if !ok {
+		return f, errNotRead
+	}
+	return f, nil
 }
 
 // advance marks the active entry done if its service is complete, and
@@ -193,7 +378,7 @@ func (a *advancer) once() error {
 // left active (nil: none, or halted).
 func (a *advancer) advance() (*znodes.Fleet, error) {
 	for {
-		q, err := ReadQueue(a.c)
+		q, err := a.readQueue()
 		if err != nil {
 			return nil, err
 		}
@@ -202,7 +387,7 @@ func (a *advancer) advance() (*znodes.Fleet, error) {
 			a.emptyNode, a.progressNode = "", ""
 			return nil, nil
 		}
-		f, err := a.c.ReadFleet(e.Service)
+		f, err := a.readFleet(e.Service)
 		if err != nil {
 			return nil, err
 		}
@@ -221,9 +406,13 @@ func (a *advancer) advance() (*znodes.Fleet, error) {
 			if err != nil {
 				return nil, err
 			}
+			if err := a.domains(v); err != nil {
+				return nil, err
+			}
 			return &f, a.noProgress(*e, states, baking)
 		}
 		ok, err := MarkDone(a.c, *e)
+		a.wrote()
 		if err != nil {
 			return nil, err
 		}
@@ -261,6 +450,7 @@ func (a *advancer) canary(v entryView) (baking bool, err error) {
 				s.Machine, e.Version, firstLine(dash(c.Detail), 160))
 		}
 		ok, err := Halt(a.c, e, reason, s.Machine)
+		a.wrote()
 		if err != nil {
 			return false, err
 		}
@@ -275,6 +465,7 @@ func (a *advancer) canary(v entryView) (baking bool, err error) {
 	case cs.Done < need:
 		if !e.BakeSince.IsZero() { // a canary fell out: the bake starts over
 			_, err := a.c.SetEntry(e, func(d *znodes.DeployEntry) { d.BakeSince = time.Time{} })
+			a.wrote()
 			return false, err
 		}
 		return false, nil
@@ -282,6 +473,7 @@ func (a *advancer) canary(v entryView) (baking bool, err error) {
 		return false, nil // every member is a canary: nothing to hold
 	case e.BakeSince.IsZero():
 		ok, err := a.c.SetEntry(e, func(d *znodes.DeployEntry) { d.BakeSince = now.UTC() })
+		a.wrote()
 		if ok {
 			a.log.Info("canaries healthy: bake starts", "service", e.Service, "canaries", cs.Done, "bake", cs.Bake)
 		}
@@ -290,6 +482,7 @@ func (a *advancer) canary(v entryView) (baking bool, err error) {
 		ok, err := a.c.SetEntry(e, func(d *znodes.DeployEntry) {
 			d.Promoted, d.PromotedBy, d.PromotedAt = true, PromotedByBake, now.UTC()
 		})
+		a.wrote()
 		if ok {
 			a.log.Info("canaries baked: promoted", "service", e.Service, "canaries", cs.Done, "bake", cs.Bake)
 		}
@@ -314,6 +507,7 @@ func (a *advancer) noMembers(e QueueEntry) error {
 	reason := fmt.Sprintf("no machine has registered service %s for %s: start agents with --service %s, or remove %s from the spec",
 		e.Service, a.noMembersAfter, e.Service, e.Service)
 	ok, err := Halt(a.c, e, reason, "")
+	a.wrote()
 	if err != nil {
 		return err
 	}
@@ -355,7 +549,7 @@ func (a *advancer) noProgress(e QueueEntry, states []znodes.MemberState, baking 
 	if err != nil {
 		return err
 	}
-	ctl, _, err := ReadControl(a.c)
+	ctl, err := a.readControl()
 	if err != nil {
 		return err
 	}
@@ -371,6 +565,7 @@ func (a *advancer) noProgress(e QueueEntry, states []znodes.MemberState, baking 
 	reason := fmt.Sprintf("%s%s on %s: %s: see dcroll status; dcroll resume to retry",
 		ProgressDeadlinePrefix, deadline, e.Service, strings.Join(stuck(e, states), ", "))
 	ok, err := Halt(a.c, e, reason, "")
+	a.wrote()
 	if err != nil {
 		return err
 	}

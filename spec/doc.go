@@ -30,6 +30,25 @@
 // spelled-out defaults have the same [Spec.ID]. The canonical JSON is itself a
 // valid spec file: [Parse] accepts it and yields the same ID.
 //
+// # Upgrade domains and waves
+//
+// Two optional service fields shape the batches of a rollout:
+//
+//	store:
+//	  max_parallel: 50
+//	  quorum: "90%"
+//	  domain: rack                # or dc, or an agent label: domain: pdu
+//	  waves: dc                   # or waves: [dc-east, dc-west]
+//
+// domain names an agent label ([WellKnownLabels]: rack and dc; any other
+// comes from the agents' config, labels: {pdu: p3}). The members sharing a
+// value form an upgrade domain; domains go one after another in the order
+// of their values, each as a whole as far as max_parallel and the quorum
+// allow, and never two at once. Without domain the rule is one rack at a
+// time. waves rolls the service out one data center after another: "dc"
+// orders them by name, a list names the order (unlisted ones go last).
+// Both are omitted from the canonical form when unset.
+//
 // # Errors
 //
 // [Parse] reports every problem it finds as a [*ValidationError], a one-line

@@ -244,7 +244,7 @@ func (d *decoder) duration(n *yaml.Node, path string) Duration {
 var (
 	topFields     = []string{"schema", "name", "window", "services"}
 	windowFields  = []string{"start", "end", "timezone"}
-	serviceFields = []string{"version", "artifact", "data", "run", "health", "quorum", "max_parallel", "settings", "reload_signal", "depends_on", "progress_deadline", "canary"}
+	serviceFields = []string{"version", "artifact", "data", "run", "health", "quorum", "max_parallel", "settings", "reload_signal", "depends_on", "progress_deadline", "canary", "domain", "waves"}
 	canaryFields  = []string{"machines", "bake"}
 	healthFields  = []string{"http", "tcp", "command", "timeout", "min_healthy", "deadline"}
 )
@@ -365,9 +365,35 @@ func (d *decoder) service(n *yaml.Node, path string) *Service {
 			svc.ProgressDeadline = d.duration(v, p)
 		case "canary":
 			svc.Canary = d.canary(v, p)
+		case "domain":
+			svc.Domain = d.str(v, p)
+			if v.Kind == yaml.ScalarNode && svc.Domain == "" {
+				d.errorf(v, p, "empty; name an agent label such as \"rack\" (or omit the field: one rack at a time)")
+			}
+		case "waves":
+			svc.Waves = d.waves(v, p)
 		}
 	})
 	return svc
+}
+
+// waves reads `waves: dc` or `waves: [dc-east, dc-west]`.
+func (d *decoder) waves(n *yaml.Node, path string) *Waves {
+	switch {
+	case n.Kind == yaml.SequenceNode:
+		return &Waves{Order: d.strList(n, path, `["dc-east", "dc-west"]`)}
+	case n.Kind == yaml.ScalarNode && n.Value == WavesByDC:
+		return &Waves{}
+	case n.Kind == yaml.ScalarNode:
+		hint := `write "dc" (every data center, by name) or a list of data centers such as [dc-east, dc-west]`
+		if editDistance(strings.ToLower(n.Value), WavesByDC) <= 1 || strings.EqualFold(n.Value, "dcs") {
+			hint = `did you mean "dc"?`
+		}
+		d.errorf(n, path, "%q is not a wave order (%s)", n.Value, hint)
+	default:
+		d.errorf(n, path, `expected "dc" or a list of data centers such as [dc-east, dc-west], got %s`, kindName(n))
+	}
+	return &Waves{}
 }
 
 func (d *decoder) canary(n *yaml.Node, path string) *Canary {

@@ -114,6 +114,83 @@ type Service struct {
 	// runs dcroll promote SERVICE. A canary that fails halts the rollout
 	// as any step does. It has no effect on a new service or a removal.
 	Canary *Canary `yaml:"canary,omitempty" json:"canary,omitempty"`
+	// Domain, when set, names the agent label whose values are the
+	// service's upgrade domains ("rack", "dc", or a label of the agents'
+	// config such as "pdu"): the members of one domain step together (as
+	// many at once as max_parallel and the quorum allow), one domain after
+	// another in the order of their values, never two domains down. Empty:
+	// one rack at a time, as without it. The canonical form omits it when
+	// unset, so specs written before it keep their ids.
+	Domain string `yaml:"domain,omitempty" json:"domain,omitempty"`
+	// Waves, when set, rolls the service out one data center at a time:
+	// every member of a data center finishes before the next one starts.
+	// See [Waves].
+	Waves *Waves `yaml:"waves,omitempty" json:"waves,omitempty"`
+}
+
+// WavesByDC is the one-word form of [Waves]: every data center is a wave,
+// in the order of their names.
+const WavesByDC = "dc"
+
+// Waves orders a service's rollout by data center (Service.Waves):
+// "dc" (every data center the members report, sorted by name) or an
+// explicit list of data centers, first to last (data centers the list
+// omits go last, sorted by name; dcroll plan warns about them). In YAML
+// and JSON it is the string "dc" or a list of names.
+type Waves struct {
+	// Order is the explicit list; nil for "dc".
+	Order []string
+}
+
+// ByName reports the "dc" form (data centers sorted by name).
+func (w *Waves) ByName() bool { return w != nil && w.Order == nil }
+
+// String returns "dc" or "[dc-east, dc-west]".
+func (w *Waves) String() string {
+	if w == nil {
+		return ""
+	}
+	if w.Order == nil {
+		return WavesByDC
+	}
+	return "[" + strings.Join(w.Order, ", ") + "]"
+}
+
+// MarshalJSON writes "dc" or a list of data centers.
+func (w Waves) MarshalJSON() ([]byte, error) {
+	if w.Order == nil {
+		return json.Marshal(WavesByDC)
+	}
+	return json.Marshal(w.Order)
+}
+
+// UnmarshalJSON reads "dc" or a list of data centers.
+func (w *Waves) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		if s != WavesByDC {
+			return fmt.Errorf("waves: %q: write \"dc\" or a list of data centers", s)
+		}
+		*w = Waves{}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil {
+		return fmt.Errorf("waves must be \"dc\" or a list of data centers")
+	}
+	if list == nil {
+		list = []string{}
+	}
+	*w = Waves{Order: list}
+	return nil
+}
+
+// MarshalYAML writes "dc" or a list of data centers.
+func (w Waves) MarshalYAML() (any, error) {
+	if w.Order == nil {
+		return WavesByDC, nil
+	}
+	return w.Order, nil
 }
 
 // Canary is a service's canary phase (Service.Canary).
@@ -385,6 +462,10 @@ func (s *Spec) Clone() *Spec {
 			cn := *svc.Canary
 			v.Canary = &cn
 		}
+		if svc.Waves != nil {
+			wv := Waves{Order: cloneSlice(svc.Waves.Order)}
+			v.Waves = &wv
+		}
 		if svc.Health != nil {
 			h := *svc.Health
 			h.Command = cloneSlice(svc.Health.Command)
@@ -433,5 +514,45 @@ func (s *Spec) Blobs() []string {
 		}
 	}
 	sort.Strings(out)
+	return out
+}
+
+// Arrange returns the data centers dcs in wave order: the explicit list
+// first (those of it present in dcs), then the others sorted by name; for
+// "dc", all sorted by name. Duplicates in dcs are dropped.
+func (w *Waves) Arrange(dcs []string) []string {
+	set := map[string]bool{}
+	for _, dc := range dcs {
+		set[dc] = true
+	}
+	var out []string
+	if w != nil {
+		for _, dc := range w.Order {
+			if set[dc] {
+				out = append(out, dc)
+				delete(set, dc)
+			}
+		}
+	}
+	rest := make([]string, 0, len(set))
+	for dc := range set {
+		rest = append(rest, dc)
+	}
+	sort.Strings(rest)
+	return append(out, rest...)
+}
+
+// Unlisted returns the data centers of dcs an explicit wave list omits
+// (they go last), sorted; nil for "dc".
+func (w *Waves) Unlisted(dcs []string) []string {
+	if w == nil || w.Order == nil {
+		return nil
+	}
+	var out []string
+	for _, dc := range w.Arrange(dcs) {
+		if !contains(w.Order, dc) {
+			out = append(out, dc)
+		}
+	}
 	return out
 }

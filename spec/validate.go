@@ -254,6 +254,7 @@ func (v *validator) service(s *Spec, name string) {
 	if svc.MaxParallel < 1 {
 		v.add(path+".max_parallel", "", nil, "must be at least 1, got %d", svc.MaxParallel)
 	}
+	v.domains(path, svc)
 	for _, k := range sortedKeys(svc.Settings) {
 		p := path + ".settings"
 		if k == "" {
@@ -403,4 +404,63 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// LabelNameRE is what an agent label name (and so a domain) looks like:
+// "rack", "dc", "pdu", "power-feed". agent.Config.Labels checks its names
+// with it too.
+var LabelNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+
+// LabelValueRE is what a label value (a rack, a data center, a PDU) and
+// so an entry of waves looks like: a znode-safe name.
+var LabelValueRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// WellKnownLabels are the labels every agent has: its rack and its data
+// center (agent --rack, --dc). Other labels come from the agent config.
+var WellKnownLabels = []string{"rack", "dc"}
+
+// domains checks domain and waves.
+func (v *validator) domains(path string, svc *Service) {
+	if d := svc.Domain; d != "" && !LabelNameRE.MatchString(d) {
+		hint := "name an agent label: rack, dc, or a label of the agents' config such as pdu"
+		if low := strings.ToLower(strings.TrimSpace(d)); LabelNameRE.MatchString(low) {
+			hint = fmt.Sprintf("did you mean %q?", low)
+		}
+		v.add(path+".domain", "", nil, "%q is not a label name (%s)", d, hint)
+	} else if want := labelTypo(d); want != "" {
+		v.add(path+".domain", "", nil, "unknown label %q (did you mean %q?); other labels come from the agents' config (labels:)", d, want)
+	}
+	w := svc.Waves
+	if w == nil || w.Order == nil {
+		return
+	}
+	p := path + ".waves"
+	if len(w.Order) == 0 {
+		v.add(p, "", nil, `empty list; write "dc" (every data center, by name), a list such as [dc-east, dc-west], or omit the field`)
+	}
+	seen := map[string]bool{}
+	for i, dc := range w.Order {
+		switch {
+		case !LabelValueRE.MatchString(dc):
+			v.add(p, item(p, i), nil, "%q is not a data center name (letters, digits, '.', '_' or '-')", dc)
+		case seen[dc]:
+			v.add(p, item(p, i), nil, "%q is listed twice", dc)
+		}
+		seen[dc] = true
+	}
+}
+
+// labelTypo returns the well-known label a domain name looks like a typo
+// of ("racks" -> "rack", "datacenter" -> "dc"), or "". Any other name may
+// be an agent config label.
+func labelTypo(d string) string {
+	switch {
+	case d == "" || contains(WellKnownLabels, d):
+		return ""
+	case editDistance(d, "rack") == 1:
+		return "rack"
+	case d == "dcs", strings.NewReplacer("-", "", "_", "").Replace(d) == "datacenter":
+		return "dc"
+	}
+	return ""
 }

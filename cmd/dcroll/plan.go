@@ -33,7 +33,10 @@ func planCommand() *cli.Command {
 and the bad builds, and prints what pushing SPEC now would do, writing nothing:
 the deploy order (the queue push would write), per service its members and
 their state, the batches (max_parallel machines of one rack, racks one after
-another) with the quorum headroom left during each (available members after
+another; with the spec's waves, data center after data center; with its
+domain, whole domains one after another, as many of one at once as
+max_parallel and the quorum allow, listed with their member counts) with
+the quorum headroom left during each (available members after
 the batch minus the quorum), when each batch would run in the window (a step
 takes the health min_healthy plus a fixed overhead; a batch that does not fit
 before the window closes resumes at the next opening), and warnings for

@@ -42,7 +42,10 @@
 // healthy at once, the most unhealthy at once, the most racks unhealthy at
 // once, and the time to finish. One row is a negative control: agents with
 // DCROLL_TEST_UNSAFE_RULES=1 ignore quorum, max_parallel and racks, and the
-// checker must report violations.
+// checker must report violations. The rows of the "domains" world
+// (domains_test.go, appended to the table) run six machines in three
+// racks and two data centers and check spec domain and waves with
+// checker.CheckDomains and checker.CheckWaves.
 //
 // Run it with `make test-faults` (go test -race -timeout 15m
 // ./integration/faults/); -short skips it.

@@ -585,6 +585,9 @@ func worldOptions(world string) Options {
 		}
 		o.AgentEnv = append(o.AgentEnv, r.opts.AgentEnv...)
 		o.ExtraServices = append(o.ExtraServices, r.opts.ExtraServices...)
+		if r.opts.Racks != nil {
+			o.Racks, o.DCs = r.opts.Racks, r.opts.DCs
+		}
 		for m, env := range r.opts.MachineEnv {
 			if o.MachineEnv == nil {
 				o.MachineEnv = map[string][]string{}

@@ -217,6 +217,8 @@ type Options struct {
 	// Racks places the scenario's machines (machine -> rack); default
 	// Racks, the five machines of the fault matrix.
 	Racks map[string]string
+	// DCs places machines in data centers (machine -> dc); default dc1.
+	DCs map[string]string
 	// Trust are public key files every agent trusts (agent --trust): it
 	// then runs only signed HEADs. Signer signs Bootstrap's push.
 	Trust  []string
@@ -458,6 +460,8 @@ type Svc struct {
 	MinHealthy  time.Duration
 	Deadline    time.Duration
 	Canary      *spec.Canary
+	Domain      string      // spec domain
+	Waves       *spec.Waves // spec waves
 }
 
 // Spec builds a valid spec; web depends on store when both are in it.
@@ -478,7 +482,7 @@ func (s *Scenario) Spec(name string, svcs map[string]Svc) *spec.Spec {
 			Version: Version(x.Build), Artifact: s.blobs[x.Build], Run: []string{"./bin/hello"},
 			Health: &spec.Health{HTTP: "http://127.0.0.1:${DCROLL_PORT}/healthz", Timeout: spec.Duration{Duration: time.Second},
 				MinHealthy: spec.Duration{Duration: or(x.MinHealthy, MinHealthy)}, Deadline: spec.Duration{Duration: or(x.Deadline, HealthDeadline)}},
-			Quorum: q, MaxParallel: mp, Settings: x.Settings, Canary: x.Canary,
+			Quorum: q, MaxParallel: mp, Settings: x.Settings, Canary: x.Canary, Domain: x.Domain, Waves: x.Waves,
 		}
 	}
 	for svc, x := range sp.Services {
@@ -1020,7 +1024,7 @@ func (m *Machine) zkAddr() string {
 
 func (m *Machine) configYAML() []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, "machine: %s\nrack: %s\ndc: dc1\ndata_dir: %q\nzk: %q\nroot: %q\n", m.Name, m.Rack, filepath.Join(m.Dir, "data"), m.zkAddr(), m.s.Root)
+	fmt.Fprintf(&b, "machine: %s\nrack: %s\ndc: %s\ndata_dir: %q\nzk: %q\nroot: %q\n", m.Name, m.Rack, machineDC(m.s.opts, m.Name), filepath.Join(m.Dir, "data"), m.zkAddr(), m.s.Root)
 	fmt.Fprintf(&b, "session_timeout: %s\npeer_listen: \"127.0.0.1:0\"\nhttp_addr: %q\nmlock_budget: %d\n", SessionTimeout, m.httpAddr, 64<<20)
 	fmt.Fprintf(&b, "poll_interval: %s\nhealth_interval: %s\nstop_grace: %s\nservices:\n", pollInterval, healthInterval, stopGrace)
 	for _, svc := range Services {
