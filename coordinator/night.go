@@ -267,11 +267,21 @@ func perMember(v entryView, steps map[string]znodes.StepStat) (time.Duration, bo
 	if st, ok := steps[v.e.Service]; ok && st.Samples > 0 {
 		return time.Duration(st.Seconds * float64(time.Second)), true
 	}
-	maxPar := 1
-	if v.svc != nil {
-		maxPar = max(v.svc.MaxParallel, 1)
+	return batchEstimate(v.svc, v.e.Kind) / time.Duration(atOnce(v)), false
+}
+
+// atOnce is how many members of entry v step together: max_parallel, and
+// for a service with an upgrade domain at most what its quorum spares
+// (as the plan's batches: planGroups).
+func atOnce(v entryView) int {
+	if v.svc == nil {
+		return 1
 	}
-	return batchEstimate(v.svc, v.e.Kind) / time.Duration(maxPar), false
+	n := max(v.svc.MaxParallel, 1)
+	if v.svc.Domain != "" && v.e.Kind != znodes.KindRemoved {
+		n = max(1, min(n, len(v.states)-v.svc.Quorum.Min(len(v.states))))
+	}
+	return n
 }
 
 // batchEstimate is the expected time of one batch without measurements:
@@ -326,7 +336,13 @@ func buildNight(in nightInput) znodes.Rollout {
 				s.QuorumMin = v.svc.Quorum.Min(len(v.states))
 			}
 		}
-		racks := map[string]int{}
+		// Batches: one rack (or domain) at a time, as many at once as
+		// max_parallel allows (and, for a domain, the quorum: planGroups).
+		label, together := znodes.LabelRack, atOnce(v)
+		if v.svc != nil && v.svc.Domain != "" && e.Kind != znodes.KindRemoved {
+			label = v.svc.Domain
+		}
+		groups := map[string]int{}
 		for _, m := range v.states {
 			if m.Available {
 				s.Available++
@@ -334,11 +350,11 @@ func buildNight(in nightInput) znodes.Rollout {
 			if e.DoneBy(m) {
 				s.Done++
 			} else {
-				racks[m.Rack]++
+				groups[m.Label(label)]++
 			}
 		}
-		for _, n := range racks {
-			s.Batches += (n + s.MaxParallel - 1) / s.MaxParallel
+		for _, n := range groups {
+			s.Batches += (n + together - 1) / together
 		}
 		s.Blocked, s.BlockedBy = blockedBy(v, active, in.window, in.ctl, in.now)
 		per, measured := perMember(v, in.steps)

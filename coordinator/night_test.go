@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -255,5 +256,35 @@ func TestBuildNight(t *testing.T) {
 	}
 	if r = buildNight(nightInput{now: nightNow}); r.State != znodes.NightIdle || r.Services == nil {
 		t.Fatalf("idle: %+v", r)
+	}
+}
+
+// TestBuildNightDomains: a service upgraded a rack at a time has one batch
+// per rack when max_parallel and the quorum let a whole rack go, and its
+// estimate spreads a batch over the rack's members.
+func TestBuildNightDomains(t *testing.T) {
+	v := nightView()
+	v.states = nil
+	for r := range 4 {
+		for i := range 5 {
+			s := nightMember(fmt.Sprintf("m%d%d", r, i), "1.0.0", "old")
+			s.Rack, s.Member.Rack, s.Current.Rack = fmt.Sprintf("r%d", r), fmt.Sprintf("r%d", r), fmt.Sprintf("r%d", r)
+			v.states = append(v.states, s)
+		}
+	}
+	v.svc.Domain, v.svc.MaxParallel, v.svc.Quorum = znodes.LabelRack, 5, spec.Quorum{Count: 15}
+	r := buildNight(nightInput{now: nightNow, headID: "new", views: []entryView{v}})
+	s := r.Services[0]
+	if s.Batches != 4 {
+		t.Errorf("batches %d, want 4 (one per rack)", s.Batches)
+	}
+	per := batchEstimate(v.svc, v.e.Kind) / 5
+	if want := nightNow.Add(20 * per); !s.ETA.Equal(want) {
+		t.Errorf("ETA %v, want %v (20 members at a batch over 5)", s.ETA, want)
+	}
+	// A quorum that spares only 2: 3 batches per rack.
+	v.svc.Quorum = spec.Quorum{Count: 18}
+	if s := buildNight(nightInput{now: nightNow, headID: "new", views: []entryView{v}}).Services[0]; s.Batches != 12 {
+		t.Errorf("quorum sparing 2: batches %d, want 12", s.Batches)
 	}
 }
