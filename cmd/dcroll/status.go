@@ -231,8 +231,12 @@ func printQueue(w io.Writer, st *coordinator.Status, now time.Time) {
 		if e.State == znodes.DeployHalted && !ok {
 			blocked = haltLine(e)
 		}
+		state := strings.ToUpper(e.State)
+		if open := strings.Trim(e.Wave+"/"+e.Domain, "/"); open != "" && e.State != znodes.DeployDone {
+			state += " " + open // the wave and domain the coordinator opened
+		}
 		fmt.Fprintf(tw, "  %d\t%s\t%s -> %s\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, e.Service, dash(e.FromVersion), dash(e.Version), e.Kind,
-			strings.ToUpper(e.State), done, step, eta, blocked)
+			state, done, step, eta, blocked)
 	}
 	tw.Flush()
 }
