@@ -312,15 +312,12 @@ func (rt *runtime) dial(ctx context.Context) *znodes.Conn {
 // shutdown leaves every service running for the next agent (or stops it).
 func (rt *runtime) shutdown() {
 	for _, w := range rt.workers {
-		w.mu.Lock()
-		sup := w.sup
-		w.sup = nil
-		w.mu.Unlock()
+		sup := w.takeRunning()
 		if sup == nil {
 			continue
 		}
 		if rt.cfg.StopServicesOnExit {
-			ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.StopGrace+5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.StopGrace+DefaultStopSlack)
 			if err := sup.Stop(ctx); err != nil {
 				w.log.Warn("stop service on exit", "err", err)
 			}

@@ -66,6 +66,7 @@ func newHarness(t *testing.T) *harness {
 	}{{"v1", "1.0.0", false}, {"v2", "2.0.0", false}, {"v3", "3.0.0-broken", true}} {
 		h.ids[v.name] = h.publish(examplebuild.ForTest(t, v.version, v.broken))
 	}
+	h.coordinate() // the leading coordinator completes entries
 	return h
 }
 
@@ -333,7 +334,6 @@ func TestAgentRollout(t *testing.T) {
 	// No machine steps or changes for it (they all run v2 from the v2 spec
 	// already), so no agent reads the fleet: bystanders read only their
 	// own nodes. The elected coordinator completes such an entry.
-	h.coordinate()
 	pids := map[string]int{}
 	for m := range machines {
 		st, err := h.hello(m)

@@ -23,13 +23,30 @@ import (
 	"dcroll/znodes"
 )
 
-// Defaults applied by Config.applyDefaults.
+// Defaults of the agent, defined here once (the spec's own defaults, such
+// as min_healthy and the health deadline, stay in package spec). The
+// first four are applied to Config by Config.applyDefaults.
 const (
 	DefaultSessionTimeout = 10 * time.Second
 	DefaultPollInterval   = 5 * time.Second
 	DefaultHealthInterval = time.Second
 	DefaultStopGrace      = supervise.DefaultGrace
-	DefaultDialRetry      = 2 * time.Second
+	// DefaultDialRetry is the pause between attempts to reach ZooKeeper.
+	DefaultDialRetry = 2 * time.Second
+	// DefaultStopSlack is how much longer than the stop grace a stop may
+	// take (SIGKILL, reaping) before the agent gives up waiting.
+	DefaultStopSlack = 10 * time.Second
+	// DefaultProbeTimeout bounds one probe of the steady-state health loop
+	// (each checker also bounds itself by the spec's health timeout).
+	DefaultProbeTimeout = 5 * time.Second
+	// DefaultFirstProbe is the first delay between probes after a start;
+	// it doubles up to the probe interval until a probe passes.
+	DefaultFirstProbe = supervise.FirstProbe
+	// A step's wait for health probes at least every
+	// DefaultStepProbeMax and at most every DefaultStepProbeMin (a
+	// quarter of min_healthy in between).
+	DefaultStepProbeMin = 50 * time.Millisecond
+	DefaultStepProbeMax = time.Second
 )
 
 // Fetcher puts a blob on local disk, verified against its sha256, and
@@ -46,6 +63,7 @@ type Fetcher interface {
 //	machine: r1-m1
 //	rack: r1
 //	dc: par1
+//	labels: {pdu: p3}    # for spec domain: pdu (rack and dc are implicit)
 //	services: [store, web]
 //	data_dir: /var/lib/dcroll/agent
 //	zk: zk1:2181,zk2:2181,zk3:2181
@@ -62,6 +80,10 @@ type Config struct {
 	// Rack and DC locate the machine; rack is used by the one-rack-at-a-time rule.
 	Rack string `yaml:"rack" json:"rack"`
 	DC   string `yaml:"dc" json:"dc"`
+	// Labels are further labels of the machine that a spec's upgrade
+	// domain may name (domain: pdu), e.g. {pdu: p3}; rack and dc are
+	// implicit labels (see labelErrors).
+	Labels map[string]string `yaml:"labels" json:"labels,omitempty"`
 	// Services this agent runs, one worker each. Required.
 	Services []string `yaml:"services" json:"services"`
 	// DataDir holds state.json, unpacked versions, settings and logs per service. Required.
@@ -203,6 +225,7 @@ func (c *Config) validate() error {
 		}
 		seen[s] = true
 	}
+	errs = append(errs, labelErrors(c.Labels)...)
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir: required (where versions and state.json live)"))
 	}
@@ -417,6 +440,8 @@ func (d *configDecoder) field(name string, n *yaml.Node, dst reflect.Value) {
 			}
 			dst.SetBool(b)
 		}
+	case dst.Type() == reflect.TypeFor[map[string]string]():
+		dst.Set(reflect.ValueOf(d.labels(name, n)))
 	case dst.Type() == reflect.TypeFor[[]string]():
 		dst.Set(reflect.ValueOf(d.strings(name, n)))
 	case dst.Type() == reflect.TypeFor[map[string][]string]():

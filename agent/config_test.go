@@ -56,7 +56,7 @@ func TestParseConfigSizes(t *testing.T) {
 func TestParseConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"machine: m1\nrack: r1\nservice: [store]\n", `agent.yaml:3: unknown field "service" (did you mean "services"?)`},
-		{"colour: blue\n", `agent.yaml:1: unknown field "colour" (known fields: machine, rack, dc, services, data_dir, zk, root, session_timeout, zk_auth, zk_tls_ca, zk_tls_cert, zk_tls_key, trust, peer_listen, http_addr, mlock_budget, env, poll_interval, health_interval, stop_grace, stop_services_on_exit)`},
+		{"colour: blue\n", `agent.yaml:1: unknown field "colour" (known fields: machine, rack, dc, labels, services, data_dir, zk, root, session_timeout, zk_auth, zk_tls_ca, zk_tls_cert, zk_tls_key, trust, peer_listen, http_addr, mlock_budget, env, poll_interval, health_interval, stop_grace, stop_services_on_exit)`},
 		{"mlock_budget: 8 lots\n", `agent.yaml:1: mlock_budget: "8 lots" is not a size: write bytes, 8GiB or 8GB; sizes are plain bytes (1048576), binary 8GiB/512MiB/64KiB, or decimal 8GB/512MB/64KB; case-insensitive, a space is allowed (8 GiB)`},
 		{"mlock_budget: 8G\n", `agent.yaml:1: mlock_budget: "8G" is ambiguous: write 8GiB (binary) or 8GB (decimal); sizes are plain bytes (1048576), binary 8GiB/512MiB/64KiB, or decimal 8GB/512MB/64KB; case-insensitive, a space is allowed (8 GiB)`},
 		{"\npoll_interval: 4\n", `agent.yaml:2: poll_interval: "4" is not a duration: write e.g. 4s, 500ms or 1m30s`},

@@ -157,6 +157,10 @@ type Snapshot struct {
 	Machine string
 	Rack    string
 	Service string
+	// DC and Labels are this machine's data center and further labels
+	// (Config.DC, Config.Labels): upgrade domains and waves.
+	DC     string
+	Labels map[string]string
 
 	Local Local
 
@@ -196,10 +200,16 @@ type Snapshot struct {
 	// HoldsTurn: this machine is first in /dc/turns/<Service>.
 	HoldsTurn bool
 	// FleetPartial: Members, Current and Down hold only this machine's own
-	// nodes (a bystander's read, see worker.readFleet): nothing may be
-	// counted over them. Decide only counts the fleet when the turn is
-	// held or nothing runs, which always read it whole.
+	// nodes (see worker.readFleet): nothing may be counted over them. The
+	// turn holder reads Avail instead; a bystander counts nothing.
 	FleetPartial bool
+	// Avail is the service's membership counted (znodes.ReadAvailability:
+	// children lists, the unavailable members in full), read by the turn
+	// holder; nil: count Members, Current and Down.
+	Avail *znodes.Availability
+	// Budget is the service's budget node as read before the snapshot:
+	// the spends of the active entry (its canaries) are counted there.
+	Budget znodes.Budget
 	// UnsafeRules is a test hook (DCROLL_TEST_UNSAFE_RULES): skip quorum,
 	// max_parallel and the rack rule, so that the fault-matrix suite can
 	// show its checker catches a broken rule. Never set in production.
@@ -209,6 +219,15 @@ type Snapshot struct {
 // Fleet is the service's membership model of the snapshot.
 func (s Snapshot) Fleet() znodes.Fleet {
 	return znodes.Fleet{Members: s.Members, Current: s.Current, Down: s.Down}
+}
+
+// availability is the membership counted: Avail when the driver read it
+// so, else counted over Members, Current and Down.
+func (s Snapshot) availability() znodes.Availability {
+	if s.Avail != nil {
+		return *s.Avail
+	}
+	return s.Fleet().Availability()
 }
 
 // BuildID identifies what a restart installs: the artifact, the data blobs
@@ -316,6 +335,9 @@ func Decide(s Snapshot) Decision {
 	if w := canaryHold(s, active, target); w != nil {
 		return *w
 	}
+	if w := domainWait(s, active, target); w != nil {
+		return *w
+	}
 	if w := windowWait(s, target); w != nil {
 		return *w
 	}
@@ -385,7 +407,8 @@ func stepRules(s Snapshot, target string, withQuorum bool) *Decision {
 	if s.Head != nil {
 		maxPar, q = max(s.Head.MaxParallel, 1), s.Head.Quorum
 	}
-	total, avail, unavail := s.Fleet().Count()
+	a := s.availability()
+	total, avail, unavail := a.Total, a.Available, a.Unavailable
 	var others []znodes.MemberState
 	meAvail := true
 	for _, m := range unavail {
@@ -403,9 +426,8 @@ func stepRules(s Snapshot, target string, withQuorum bool) *Decision {
 			Reason: fmt.Sprintf("max_parallel %d: %d other member(s) unavailable: %s", maxPar, len(others), describe(others))}
 	}
 	for _, m := range others {
-		if m.Rack != s.Rack {
-			return &Decision{Action: Wait, Version: target,
-				Reason: fmt.Sprintf("one rack at a time: rack %s has %s", orNone(m.Rack), describe(others))}
+		if domainValue(s, &m) != domainValue(s, nil) {
+			return &Decision{Action: Wait, Version: target, Reason: oneDomainReason(s, m, others)}
 		}
 	}
 	if withQuorum {
@@ -430,7 +452,8 @@ func budgetNote(s Snapshot, withQuorum bool) string {
 	if s.UnsafeRules {
 		return "UNSAFE test rules: quorum, max_parallel and racks ignored"
 	}
-	total, avail, _ := s.Fleet().Count()
+	a := s.availability()
+	total, avail := a.Total, a.Available
 	if !withQuorum {
 		return fmt.Sprintf("%d of %d members available", avail, total)
 	}
@@ -490,25 +513,25 @@ func gate(s Snapshot, own, active *Entry) *Decision {
 
 // canaryHold returns a Wait when the service has a canary phase that is
 // not over (the entry is not promoted) and its canaries are out: as many
-// other members as the canary's machines are done with the entry or
-// mid-step in it. The rest wait for the bake time (the coordinator then
-// promotes the entry) or for dcroll promote. The count is fenced like the
-// quorum: a spend decided on an old count fails on the budget version.
+// machines as the canary's have spent budget for the entry (counted in the
+// budget node, in the same Multi as each spend, so bystanders see it too
+// and a spend decided on an old count fails on the budget version). The
+// rest wait for the bake time (the coordinator then promotes the entry) or
+// for dcroll promote.
 func canaryHold(s Snapshot, active *Entry, target string) *Decision {
 	c := s.Head.Canary
-	if c == nil || active == nil || active.Promoted || s.FleetPartial {
-		return nil // a bystander: checked again under the turn, with the whole fleet
-	}
-	states := s.Fleet().States()
-	var out []string
-	for _, m := range states {
-		if m.Machine != s.Machine && (active.DoneBy(m) || m.Down != nil && m.Down.Entry == active.Node) {
-			out = append(out, m.Machine)
-		}
-	}
-	if len(out) < min(c.Machines, len(states)) {
+	if c == nil || active == nil || active.Promoted {
 		return nil
 	}
+	n, first := s.Budget.StepsIn(active.Node)
+	need := c.Machines
+	if !s.FleetPartial || s.Avail != nil {
+		need = min(need, s.availability().Total) // a service smaller than its canary
+	}
+	if n == 0 || n < need {
+		return nil
+	}
+	out := first[:min(len(first), c.Machines)]
 	var until string
 	switch {
 	case c.Bake.Duration == 0:

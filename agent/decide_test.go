@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +193,23 @@ func doneWith(ms ...string) func(*Snapshot) {
 
 func maxPar(n int) func(*Snapshot) { return func(s *Snapshot) { s.Head.MaxParallel = n } }
 
+// spent records spends of the active entry in the budget node.
+func spent(ms ...string) func(*Snapshot) {
+	return func(s *Snapshot) {
+		for _, m := range ms {
+			s.Budget = s.Budget.Spent(m, s.Queue[0].Node, testNow)
+		}
+	}
+}
+
+// asBystander makes the snapshot a bystander's: only its own nodes, no turn.
+func asBystander(s *Snapshot) {
+	s.HoldsTurn, s.FleetPartial = false, true
+	s.Members = slices.DeleteFunc(s.Members, func(m znodes.Member) bool { return m.Machine != s.Machine })
+	s.Current = slices.DeleteFunc(s.Current, func(c znodes.Current) bool { return c.Machine != s.Machine })
+	s.Down = slices.DeleteFunc(s.Down, func(d znodes.Down) bool { return d.Machine != s.Machine })
+}
+
 type decideRow struct {
 	name    string
 	mod     func(*Snapshot)
@@ -278,32 +296,34 @@ func TestDecide(t *testing.T) {
 		{"HEAD refused: wait", func(s *Snapshot) { s.HeadRefused = "HEAD is not signed (spec abc, seq 3)" },
 			Wait, "", "HEAD refused, running what runs: HEAD is not signed", ""},
 
-		// Canary phase (one canary, bake 10m).
+		// Canary phase (one canary, bake 10m): canaries are counted in the
+		// budget node (spends of the active entry).
 		{"canary: none out yet: go", canary(1, 10*time.Minute), SpendAndStep, "v2", "upgrade v1 -> v2", ""},
-		{"canary: one mid-step in the entry: wait", all(canary(1, 10*time.Minute), maxPar(2), func(s *Snapshot) {
+		{"canary: one mid-step in the entry: wait", all(canary(1, 10*time.Minute), maxPar(2), spent("m2"), func(s *Snapshot) {
 			d := down("m2")
 			d.Entry = s.Queue[0].Node
 			s.Down = []znodes.Down{d}
 		}), Wait, "v2", "canary: m2 step first (bake 10m0s starts once they are all healthy on v2; dcroll promote web skips it)", ""},
-		{"canary: one done, baking: wait", all(canary(1, 10*time.Minute), doneWith("m4"), func(s *Snapshot) { s.Queue[0].BakeSince = testNow.Add(-time.Minute) }),
+		{"canary: one done, baking: wait", all(canary(1, 10*time.Minute), doneWith("m4"), spent("m4"), func(s *Snapshot) { s.Queue[0].BakeSince = testNow.Add(-time.Minute) }),
 			Wait, "v2", "canary: m4 step first (baking until 02:39:00 UTC; dcroll promote web skips it)", ""},
-		{"canary: one done, no bake time: wait for promote", all(canary(1, 0), doneWith("m4")),
+		{"canary: one done, no bake time: wait for promote", all(canary(1, 0), doneWith("m4"), spent("m4")),
 			Wait, "v2", "no bake time: waiting for dcroll promote web", ""},
-		{"canary: promoted: go", all(canary(1, 10*time.Minute), doneWith("m4"), func(s *Snapshot) { s.Queue[0].Promoted = true }),
+		{"canary: promoted: go", all(canary(1, 10*time.Minute), doneWith("m4"), spent("m4"), func(s *Snapshot) { s.Queue[0].Promoted = true }),
 			SpendAndStep, "v2", "upgrade v1 -> v2", ""},
-		{"canary: two canaries, one done: go", all(canary(2, time.Minute), doneWith("m4")), SpendAndStep, "v2", "upgrade", ""},
-		{"canary: more canaries than members: every member may go", all(canary(9, time.Minute), doneWith("m2", "m3", "m4", "m5")), SpendAndStep, "v2", "upgrade", ""},
-		{"canary: a step record of another entry is no canary", all(canary(1, time.Minute), maxPar(2), func(s *Snapshot) {
-			d := down("m2")
-			d.Entry = "d-0000000000"
-			s.Down = []znodes.Down{d}
+		{"canary: two canaries, one done: go", all(canary(2, time.Minute), doneWith("m4"), spent("m4")), SpendAndStep, "v2", "upgrade", ""},
+		{"canary: more canaries than members: every member may go", all(canary(9, time.Minute), doneWith("m2", "m3", "m4", "m5"), spent("m2", "m3", "m4", "m5")), SpendAndStep, "v2", "upgrade", ""},
+		{"canary: spends of another entry are no canaries", all(canary(1, time.Minute), doneWith("m4"), spent("m4"), func(s *Snapshot) {
+			s.Budget.Entry = "d-0000000000"
 		}), SpendAndStep, "v2", "upgrade", ""},
-		{"canary: settings change holds too", all(settingsChange, canary(1, time.Minute), func(s *Snapshot) {
+		{"canary: a machine done without a step is no canary", all(canary(1, time.Minute), doneWith("m4")), SpendAndStep, "v2", "upgrade", ""},
+		{"canary: settings change holds too", all(settingsChange, canary(1, time.Minute), spent("m4"), func(s *Snapshot) {
 			for i := range s.Current {
 				s.Current[i].SpecID = "old"
 			}
 			s.Current[3].SpecID = "new" // only m4 runs the new settings
 		}), Wait, "v2", "canary: m4 step first", ""},
+		{"canary: a bystander sees the hold in the budget", all(canary(1, time.Minute), spent("m4"), asBystander),
+			Wait, "v2", "canary: m4 step first", ""},
 
 		// Window.
 		{"window open: go", func(s *Snapshot) { s.Window = &spec.Window{Start: "01:00", End: "05:00", Timezone: "UTC"} },

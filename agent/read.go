@@ -25,15 +25,21 @@ type meta struct {
 func (w *worker) read() (Snapshot, meta, error) {
 	c, p, zc := w.conn, w.conn.Paths(), w.conn.ZK()
 	m := meta{budgetVersion: -1, headVersion: -1, controlVersion: -1}
-	snap := Snapshot{Now: w.rt.now(), Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, Service: w.service,
+	snap := Snapshot{Now: w.rt.now(), Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC, Labels: w.rt.cfg.Labels, Service: w.service,
 		StopGrace: w.rt.cfg.StopGrace, UnsafeRules: w.rt.cfg.testUnsafeRules}
 
-	ok, bst, err := zc.Exists(p.Budget(w.service))
-	if err != nil {
+	// A plain read: every spend changes it, and a watch would wake every
+	// machine of the service at every step.
+	bb, bst, err := zc.Get(p.Budget(w.service))
+	switch {
+	case errors.Is(err, zk.ErrNoNode):
+	case err != nil:
 		return snap, m, fmt.Errorf("read budget: %w", err)
-	}
-	if ok {
+	default:
 		m.budgetVersion = bst.Version
+		if err := znodes.Decode(bb, &snap.Budget); err != nil {
+			w.log.Warn("unreadable budget node: no canary counted", "err", err)
+		}
 	}
 
 	b, st, err := w.ws.Get(p.Head())
@@ -126,38 +132,30 @@ func (w *worker) read() (Snapshot, meta, error) {
 	return snap, m, nil
 }
 
-// readFleet fills the snapshot's members, registrations and step records
-// of the service. Only a machine that may act on them reads them all: the
-// turn holder (quorum, max_parallel, racks, canaries), a machine that runs
-// nothing (it starts the version most peers run), and, once, a machine
-// that just changed its own state (it may be the last to finish: it marks
-// the entry done). They watch the whole fleet while they hold the turn or
-// run nothing. Every other machine is a bystander: it reads and watches
-// only its own three nodes, so another machine's step costs it nothing,
-// and its Snapshot says FleetPartial (Decide then never counts the fleet).
+// readFleet fills the snapshot's view of the service's fleet. What a
+// machine reads depends on what it may do, so that another machine's step
+// costs a bystander nothing:
+//   - every machine reads (and watches) its own member record,
+//     registration and step record; the snapshot says FleetPartial;
+//   - the turn holder also counts the service (znodes.ReadAvailability:
+//     four watched children lists, the unavailable members in full), for
+//     quorum, max_parallel and one domain at a time;
+//   - a machine that runs nothing while its service's rollout is
+//     unfinished reads the whole fleet once, plainly: it starts the
+//     version most peers run.
+//
+// Nobody else reads the fleet: the leading coordinator completes entries.
 func (w *worker) readFleet(snap *Snapshot) error {
 	p := w.conn.Paths()
-	switch {
-	case w.holdsTurn() || !w.local().Running:
-		return w.readFleetWatched(snap)
-	case w.fleetOnce:
-		f, err := w.conn.ReadFleet(w.service)
-		if err != nil {
-			return err
+	if !w.local().Running {
+		if own := EntryFor(snap.Queue, w.service); own != nil && own.State != znodes.DeployDone {
+			f, err := w.conn.ReadFleet(w.service)
+			if err != nil {
+				return err
+			}
+			snap.Members, snap.Current, snap.Down = f.Members, f.Current, f.Down
+			return nil
 		}
-		snap.Members, snap.Current, snap.Down = f.Members, f.Current, f.Down
-		// Read it whole until this machine's registration shows what it
-		// runs now (publication may lag the local state); the watch on
-		// the registration wakes the next read.
-		if _, _, err := w.ws.Get(p.CurrentMachine(w.service, w.rt.cfg.Machine)); err != nil && !errors.Is(err, zk.ErrNoNode) {
-			return fmt.Errorf("read registration: %w", err)
-		}
-		l := w.local()
-		if cur := findCurrent(f.Current, w.rt.cfg.Machine); cur != nil && cur.State == znodes.StateRunning && cur.Healthy &&
-			cur.SpecID == l.SpecID && cur.Version == l.Version {
-			w.fleetOnce = false
-		}
-		return nil
 	}
 	snap.FleetPartial = true
 	me := w.rt.cfg.Machine
@@ -190,52 +188,12 @@ func (w *worker) readFleet(snap *Snapshot) error {
 	} else if !errors.Is(err, zk.ErrNoNode) {
 		return fmt.Errorf("read step record: %w", err)
 	}
-	return nil
-}
-
-// readFleetWatched reads the whole fleet of the service, watching it.
-func (w *worker) readFleetWatched(snap *Snapshot) error {
-	p := w.conn.Paths()
-	var err error
-	err = w.ws.Each(p.Members(w.service), func(n string, b []byte, _ *zk.Stat) error {
-		var mem znodes.Member
-		if err := znodes.Decode(b, &mem); err != nil {
-			w.log.Warn("unreadable member record: counted as a member", "machine", n, "err", err)
+	if w.holdsTurn() {
+		a, err := znodes.ReadAvailability(w.ws, p, w.service)
+		if err != nil {
+			return err
 		}
-		mem.Machine = n
-		snap.Members = append(snap.Members, mem)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("read members: %w", err)
+		snap.Avail = &a
 	}
-
-	err = w.ws.Each(p.Current(w.service), func(n string, b []byte, _ *zk.Stat) error {
-		var cur znodes.Current
-		if err := znodes.Decode(b, &cur); err != nil {
-			w.log.Warn("skipping unreadable current entry", "machine", n, "err", err)
-			return nil
-		}
-		cur.Machine = n
-		snap.Current = append(snap.Current, cur)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("read current: %w", err)
-	}
-
-	err = w.ws.Each(p.Down(w.service), func(n string, b []byte, _ *zk.Stat) error {
-		var d znodes.Down
-		if err := znodes.Decode(b, &d); err != nil {
-			d = znodes.Down{} // unreadable: still a machine mid-step
-		}
-		d.Machine = n
-		snap.Down = append(snap.Down, d)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("read step records: %w", err)
-	}
-
 	return nil
 }

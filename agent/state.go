@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -110,6 +111,23 @@ func writeFileAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// clone is a copy of st that changes to the copy do not reach: the
+// struct, its Known map and its step and halt records (Releases are never
+// changed in place, so they are shared).
+func (st *State) clone() *State {
+	c := *st
+	c.Known = maps.Clone(st.Known)
+	if st.InFlight != nil {
+		f := *st.InFlight
+		c.InFlight = &f
+	}
+	if st.PendingHalt != nil {
+		h := *st.PendingHalt
+		c.PendingHalt = &h
+	}
+	return &c
 }
 
 // remember records r as known locally.

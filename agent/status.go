@@ -50,17 +50,13 @@ func (rt *runtime) status() Status {
 		s.ZooKeeper = st.String()
 	}
 	for _, w := range workers {
-		w.mu.Lock()
-		ss := ServiceStatus{Service: w.service, State: w.phase, Healthy: w.healthy, Since: w.since, Detail: w.detail,
-			Reloads: w.reloads, InFlight: w.st.InFlight, PendingHalt: w.st.PendingHalt, Decision: w.last.Action.String(), Reason: w.last.Reason}
-		if r := w.st.Current; r != nil {
+		l := w.snapshot()
+		ss := ServiceStatus{Service: w.service, State: l.Phase, Healthy: l.Healthy, Since: l.Since, Detail: l.Detail,
+			PID: l.PID, Restarts: l.Restarts, Reloads: l.Reloads, InFlight: l.InFlight, PendingHalt: l.PendingHalt,
+			Decision: l.Last.Action.String(), Reason: l.Last.Reason}
+		if r := l.Current; r != nil {
 			ss.Version, ss.SpecID = r.Version, r.SpecID
 		}
-		if w.sup != nil {
-			st := w.sup.Status()
-			ss.PID, ss.Restarts = st.PID, st.Restarts
-		}
-		w.mu.Unlock()
 		s.Services = append(s.Services, ss)
 	}
 	return s
@@ -73,7 +69,9 @@ func (rt *runtime) handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(rt.status())
+		if err := enc.Encode(rt.status()); err != nil {
+			rt.log.Debug("write /status", "err", err) // the client went away
+		}
 	})
 	return mux
 }

@@ -17,11 +17,13 @@ import (
 )
 
 // spend takes the budget for one step in one Multi: fenced by the turn
-// node, by the budget version read before the snapshot and by the versions
-// of HEAD, the control node and the active entry that the decision read
-// (so a pause, a halt or a push landing in between aborts it), marking a
-// pending entry rolling, and creating this machine's persistent step
-// record. Then it releases the turn: the step record guards the step.
+// node (deleted by the same Multi: the turn is given up with the spend,
+// the step record guards the step), by the budget version read before the
+// snapshot (the budget counts the entry's spends: its canaries) and by the
+// versions of HEAD, the control node and the active entry that the
+// decision read (so a pause, a halt or a push landing in between aborts
+// it), marking a pending entry rolling, and creating this machine's
+// persistent step record.
 func (w *worker) spend(snap Snapshot, m meta, d Decision) error {
 	p := w.conn.Paths()
 	held := w.turn.held
@@ -56,11 +58,11 @@ func (w *worker) spend(snap Snapshot, m meta, d Decision) error {
 		entryOp = znodes.SetOp(p.DeployEntry(e.Node), znodes.MustEncode(&upd), e.ZVersion)
 	}
 	ops := []any{
-		held.CheckOp(),
+		held.ReleaseOp(), // the turn is given up in the spend: the step record guards the step
 		znodes.CheckOp(p.Head(), m.headVersion),
 		znodes.CheckOp(p.Control(), m.controlVersion),
 		entryOp,
-		znodes.SetOp(p.Budget(w.service), znodes.MustEncode(&znodes.Budget{Service: w.service, Last: w.rt.cfg.Machine, At: now}), m.budgetVersion),
+		znodes.SetOp(p.Budget(w.service), znodes.MustEncode(ptr(snap.Budget.Spent(w.rt.cfg.Machine, e.Node, now))), m.budgetVersion),
 		w.conn.CreateOp(downPath, znodes.MustEncode(&znodes.Down{Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack,
 			Kind: d.Kind, From: snap.Local.Version, To: d.Version, Entry: e.Node, Token: token, At: now}), 0),
 	}
@@ -76,6 +78,7 @@ func (w *worker) spend(snap Snapshot, m meta, d Decision) error {
 			return fmt.Errorf("spend budget: %w", err)
 		}
 	}
+	held.Released()
 	w.log.Info("budget spent", "kind", d.Kind, "from", snap.Local.Version, "to", d.Version, "reason", d.Reason)
 	w.dropTurn()
 	return nil
@@ -98,9 +101,7 @@ func newToken() string {
 // step does not begin.
 func (w *worker) takeStep(ctx context.Context, snap Snapshot, d Decision) {
 	ctx = context.WithoutCancel(ctx) // a step, once begun, is finished
-	w.mu.Lock()
-	prev := w.st.Current
-	w.mu.Unlock()
+	prev := w.snapshot().Current
 	next, err := w.nextRelease(snap, d, prev)
 	if err == nil {
 		err = w.commit(func(st *State) {
@@ -154,9 +155,7 @@ func (w *worker) takeStep(ctx context.Context, snap Snapshot, d Decision) {
 		w.finish(func(st *State) { st.InFlight = nil }, znodes.StateRunning, "")
 		w.rt.metrics.stepDone(w.service, d.Kind, "ok", w.rt.now())
 		if d.Kind == StepSettings {
-			w.mu.Lock()
-			w.reloads++
-			w.mu.Unlock()
+			w.addReload()
 			w.rt.metrics.reloads.WithLabelValues(w.service).Inc()
 		}
 		w.log.Info("step done", "kind", d.Kind, "version", next.Version)
@@ -189,9 +188,7 @@ func (w *worker) nextRelease(snap Snapshot, d Decision, cur *Release) (*Release,
 // reload writes r's settings and sends its reload signal to the running
 // process (a settings step).
 func (w *worker) reload(r *Release, svc *spec.Service) error {
-	w.mu.Lock()
-	sup := w.sup
-	w.mu.Unlock()
+	sup, _ := w.running()
 	if sup == nil {
 		return errors.New("reload: nothing running")
 	}
@@ -217,7 +214,10 @@ func (w *worker) reload(r *Release, svc *spec.Service) error {
 // revert handles a failed step: the halt it owes is committed first (a
 // kill -9 from here on boots prev and still writes the halt), then prev is
 // started again, then the halt is written; the step record is cleared only
-// after both.
+// after both. No record, no revert: if the commit fails the halt is still
+// written (so no peer steps to the failing build) and the machine stays
+// mid-step, failed, with its step record, as state.json says (the next
+// agent finishes the step at boot).
 func (w *worker) revert(ctx context.Context, d Decision, prev, next *Release, cause error) {
 	reason := truncate(fmt.Sprintf("%s %s on %s: %v", d.Kind, orNone(d.Version), w.rt.cfg.Machine, cause), 300)
 	w.log.Error("step failed; reverting and halting the rollout", "kind", d.Kind, "version", d.Version, "err", cause)
@@ -236,7 +236,14 @@ func (w *worker) revert(ctx context.Context, d Decision, prev, next *Release, ca
 			st.Previous = next
 		}
 	}); err != nil {
-		w.log.Error("cannot record the revert; reverting anyway", "err", err)
+		w.log.Error("step failed and its revert cannot be recorded: not reverting", "err", err)
+		if herr := w.putHalt(halt); herr != nil {
+			w.log.Error("halt not written either", "err", herr)
+		}
+		w.setPhase(znodes.StateFailed, truncate(reason+"; cannot record the revert: "+err.Error(), 300))
+		w.publish()
+		w.rt.metrics.stepDone(w.service, d.Kind, "failed", w.rt.now())
+		return
 	}
 	w.setPhase(znodes.StateReverting, reason)
 	w.publish()
@@ -270,10 +277,19 @@ func (w *worker) revert(ctx context.Context, d Decision, prev, next *Release, ca
 
 // finish ends a step: commits the local state, publishes the machine's
 // entry, writes any halt it owes and, once that has landed, deletes the
-// step record (the decision loop retries both if they fail now).
+// step record (the decision loop retries both if they fail now). If the
+// end cannot be recorded the step record stays: state.json still says the
+// step is in flight, and the next agent finishes it at boot.
 func (w *worker) finish(change func(st *State), phase, detail string) {
 	if err := w.commit(change); err != nil {
-		w.log.Error("cannot record the end of the step; the next agent re-checks it at boot", "err", err)
+		w.log.Error("cannot record the end of the step; the step record stays and the next agent re-checks it at boot", "err", err)
+		w.setPhase(znodes.StateFailed, truncate("cannot record the end of the step: "+err.Error(), 300))
+		w.publish()
+		if herr := w.writeHalt(); herr != nil {
+			w.log.Error("halt not written yet", "err", herr)
+		}
+		nudge(w.nudge)
+		return
 	}
 	w.setPhase(phase, detail)
 	w.publish()
@@ -296,12 +312,19 @@ func (w *worker) finish(change func(st *State), phase, detail string) {
 // already halted entry is left alone) and the bad-build record, in one
 // Multi; then clears PendingHalt. Nothing owed: nil.
 func (w *worker) writeHalt() error {
-	w.mu.Lock()
-	h := w.st.PendingHalt
-	w.mu.Unlock()
+	h := w.snapshot().PendingHalt
 	if h == nil {
 		return nil
 	}
+	if err := w.putHalt(h); err != nil {
+		return err
+	}
+	return w.commit(func(st *State) { st.PendingHalt = nil })
+}
+
+// putHalt writes the halt h to ZooKeeper: the entry halted and the
+// bad-build record, in one Multi.
+func (w *worker) putHalt(h *PendingHalt) error {
 	p, zc := w.conn.Paths(), w.conn.ZK()
 	for attempt := 0; ; attempt++ {
 		if attempt == 20 {
@@ -342,7 +365,7 @@ func (w *worker) writeHalt() error {
 			}
 			w.log.Warn("rollout halted", "entry", h.Entry, "reason", h.Reason)
 		}
-		return w.commit(func(st *State) { st.PendingHalt = nil })
+		return nil
 	}
 }
 
@@ -362,9 +385,7 @@ func (w *worker) haltOwn(entry, reason string) {
 // settings already running (and takes over HEAD's health check and reload
 // signal, which need no restart).
 func (w *worker) adopt(snap Snapshot) error {
-	w.mu.Lock()
-	cur := w.st.Current
-	w.mu.Unlock()
+	cur := w.snapshot().Current
 	if cur == nil {
 		return errors.New("adopt: nothing running")
 	}
@@ -380,15 +401,10 @@ func (w *worker) adopt(snap Snapshot) error {
 	return nil
 }
 
+// rebuildChecker takes over r's health check for the running process.
 func (w *worker) rebuildChecker(r *Release) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.sup == nil {
-		return
-	}
-	if chk, err := w.sup.Checker(r.Health); err == nil {
-		w.checker = chk
-	} else {
+	err := w.localState.rebuildChecker(func(sup *supervise.Supervisor) (supervise.Checker, error) { return sup.Checker(r.Health) })
+	if err != nil {
 		w.log.Warn("health check of HEAD unusable; keeping the old one", "err", err)
 	}
 }
@@ -401,7 +417,7 @@ func (w *worker) startVersion(ctx context.Context, d Decision) error {
 		w.setPhaseDetail("cannot start " + d.Version + ": " + err.Error())
 		return err
 	}
-	w.stopCurrent(ctx)
+	// Recorded before anything stops: a kill -9 from here on boots rel.
 	if err := w.commit(func(st *State) {
 		if c := st.Current; c != nil && c.Build != rel.Build {
 			st.Previous = c
@@ -411,6 +427,7 @@ func (w *worker) startVersion(ctx context.Context, d Decision) error {
 	}); err != nil {
 		return fmt.Errorf("start %s: %w", rel.Version, err)
 	}
+	w.stopCurrent(ctx)
 	w.setHealthy(false)
 	w.setPhase(znodes.StateStarting, d.Reason)
 	w.publish()
@@ -436,9 +453,7 @@ func (w *worker) startVersion(ctx context.Context, d Decision) error {
 // releaseFor returns the release of version from spec specID: the local
 // copy when it is the same build, else a freshly prepared one.
 func (w *worker) releaseFor(ctx context.Context, specID, version string) (*Release, error) {
-	w.mu.Lock()
-	known := w.st.Known[version]
-	w.mu.Unlock()
+	known := w.snapshot().Known[version]
 	if known != nil {
 		if allExist(append([]string{known.Dir}, known.Data...)) {
 			if specID == "" || specID == known.SpecID {
@@ -499,22 +514,20 @@ func (w *worker) ensureMember() error {
 		return err
 	}
 	now := w.rt.now().UTC()
-	w.mu.Lock()
-	version := ""
-	if w.st.Current != nil {
-		version = w.st.Current.Version
-	}
-	w.mu.Unlock()
-	m := znodes.Member{Machine: w.rt.cfg.Machine, Service: w.service, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC,
+	version := versionOf(w.snapshot().Current)
+	m := znodes.Member{Machine: w.rt.cfg.Machine, Service: w.service, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC, Labels: w.rt.cfg.Labels,
 		Joined: now, Version: version, Seen: now}
 	ops := []any{w.conn.CreateOp(p.Member(w.service, w.rt.cfg.Machine), znodes.MustEncode(&m), 0)}
 	// No budget node yet: no spend has read a version to fence (the push
 	// creates it; an agent creating it too would race the push).
-	if ok, _, err := w.conn.ZK().Exists(p.Budget(w.service)); err != nil {
+	// The set keeps the budget's canary count and fails (the join is
+	// retried) if a spend lands in between.
+	var budget znodes.Budget
+	if bst, err := w.conn.GetJSON(p.Budget(w.service), &budget); err == nil {
+		budget.Service, budget.Last, budget.At = w.service, w.rt.cfg.Machine, now
+		ops = append(ops, znodes.SetOp(p.Budget(w.service), znodes.MustEncode(&budget), bst.Version))
+	} else if !errors.Is(err, zk.ErrNoNode) {
 		return err
-	} else if ok {
-		budget := znodes.MustEncode(&znodes.Budget{Service: w.service, Last: w.rt.cfg.Machine, At: now})
-		ops = append(ops, znodes.SetOp(p.Budget(w.service), budget, -1))
 	}
 	if _, err := w.conn.Multi(ops...); err != nil && !errors.Is(err, zk.ErrNodeExists) {
 		return fmt.Errorf("join %s as a member: %w", w.service, err)
@@ -529,17 +542,12 @@ func (w *worker) touchMember() {
 	if w.conn == nil {
 		return
 	}
-	w.mu.Lock()
-	version := ""
-	if w.st.Current != nil {
-		version = w.st.Current.Version
-	}
-	w.mu.Unlock()
+	version := versionOf(w.snapshot().Current)
 	err := znodes.Update(w.conn, w.conn.Paths().Member(w.service, w.rt.cfg.Machine), func(m *znodes.Member) error {
 		if m.Machine == "" {
 			return errNotMember
 		}
-		m.Version, m.Seen, m.Rack, m.DC = version, w.rt.now().UTC(), w.rt.cfg.Rack, w.rt.cfg.DC
+		m.Version, m.Seen, m.Rack, m.DC, m.Labels = version, w.rt.now().UTC(), w.rt.cfg.Rack, w.rt.cfg.DC, w.rt.cfg.Labels
 		return nil
 	})
 	if errors.Is(err, errNotMember) {
@@ -572,3 +580,5 @@ func truncate(s string, n int) string {
 	}
 	return s[:n-3] + "..."
 }
+
+func ptr[T any](v T) *T { return &v }

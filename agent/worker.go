@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -25,6 +25,14 @@ var errRetry = errors.New("re-read and decide again")
 
 // worker runs one service on this machine: it boots the local version,
 // then loops read snapshot -> Decide -> act, woken by watch nudges.
+//
+// Its state has two owners. The embedded *localState (local.go: state
+// file, process, checker, health, phase, last decision, staged copy) has
+// its own lock and is shared with the health loop, the registration
+// payload and /status. The fields after it are the driver's and belong
+// to the run loop (boot, run, and what they call) alone: no lock, and no
+// other goroutine touches them (the staging and turn goroutines get what
+// they need as arguments and answer on a channel).
 type worker struct {
 	rt      *runtime
 	service string
@@ -32,28 +40,15 @@ type worker struct {
 	log     *slog.Logger
 	nudge   chan struct{}
 
+	*localState
+
 	// pubMu orders publications of the /dc/current entry: the payload is
 	// built and written under it, so a stale "healthy" never lands after a
 	// newer "unhealthy".
 	pubMu sync.Mutex
-
-	// mu guards the fields below, read by the health goroutine, the
-	// registration payload and /status.
-	mu        sync.Mutex
-	st        *State
-	sup       *supervise.Supervisor
-	checker   supervise.Checker
-	healthy   bool
-	passSince time.Time
-	phase     string
-	since     time.Time
-	detail    string
-	last      Decision
-	stepping  bool
-	reloads   int
-	stagedRel *Release // copy of stage.done for other goroutines
-
-	reg *znodes.Registration // set once connected (under mu)
+	// reg is this machine's registration, set once connected (read by
+	// whoever publishes: the run loop and the health loop).
+	reg atomic.Pointer[znodes.Registration]
 
 	// Owned by the run loop.
 	conn *znodes.Conn
@@ -62,11 +57,8 @@ type worker struct {
 	// sessionReady: this session joined the service and re-established
 	// an unfinished step's record; nothing else happens before.
 	sessionReady bool
-	// fleetOnce: read the whole fleet once at the next read (this machine
-	// just changed its own state, or has a new session; see readFleet).
-	fleetOnce bool
-	turn      turnState
-	stage     stageState
+	turn         turnState
+	stage        stageState
 }
 
 type turnState struct {
@@ -108,14 +100,12 @@ func newWorker(rt *runtime, service string) (*worker, error) {
 		return nil, fmt.Errorf("service %s: %w", service, err)
 	}
 	return &worker{
-		rt:      rt,
-		service: service,
-		dir:     dir,
-		log:     rt.log.With("service", service),
-		nudge:   make(chan struct{}, 1),
-		st:      st,
-		phase:   znodes.StateStopped,
-		since:   rt.now(),
+		rt:         rt,
+		service:    service,
+		dir:        dir,
+		log:        rt.log.With("service", service),
+		nudge:      make(chan struct{}, 1),
+		localState: newLocalState(dir, st, rt.cfg.HealthInterval, rt.now()),
 	}, nil
 }
 
@@ -126,16 +116,11 @@ func (w *worker) logPath(r *Release) string {
 }
 
 // commit changes the local state and writes state.json before returning:
-// the crash-safety record of every step. A caller must not act on a change
-// whose commit failed.
+// the crash-safety record of every step, and the only way the local state
+// changes. On error nothing changed (on disk or in memory) and the caller
+// stops: it must not act on a change whose commit failed.
 func (w *worker) commit(change func(st *State)) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if change != nil {
-		change(w.st)
-	}
-	w.st.prune(8)
-	if err := w.st.Save(w.dir, w.rt.now()); err != nil {
+	if err := w.localState.commit(change, w.rt.now()); err != nil {
 		w.log.Error("cannot write local state", "err", err)
 		w.rt.metrics.stateErrors.Inc()
 		return err
@@ -144,37 +129,21 @@ func (w *worker) commit(change func(st *State)) error {
 }
 
 func (w *worker) setPhase(phase, detail string) {
-	w.mu.Lock()
-	if w.phase != phase {
-		w.since = w.rt.now()
-	}
-	w.phase, w.detail = phase, detail
-	w.mu.Unlock()
+	w.localState.setPhase(phase, detail, w.rt.now())
 }
 
 func (w *worker) setHealthy(h bool) {
-	w.mu.Lock()
-	w.healthy = h
-	if h {
-		w.passSince = w.rt.now()
-	} else {
-		w.passSince = time.Time{}
-	}
-	w.mu.Unlock()
+	w.localState.setHealthy(h, w.rt.now())
 	w.rt.metrics.healthy.WithLabelValues(w.service).Set(b2f(h))
 }
 
 // currentPayload is this machine's /dc/current/<service>/<machine> entry.
 func (w *worker) currentPayload() ([]byte, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	c := znodes.Current{Machine: w.rt.cfg.Machine, Service: w.service, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC,
-		State: w.phase, Healthy: w.healthy, Since: w.since.UTC(), Detail: w.detail}
-	if r := w.st.Current; r != nil {
+	l := w.snapshot()
+	c := znodes.Current{Machine: w.rt.cfg.Machine, Service: w.service, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC, Labels: w.rt.cfg.Labels,
+		State: l.Phase, Healthy: l.Healthy, Since: l.Since.UTC(), Detail: l.Detail, PID: l.PID}
+	if r := l.Current; r != nil {
 		c.Version, c.SpecID = r.Version, r.SpecID
-	}
-	if w.sup != nil {
-		c.PID = w.sup.PID()
 	}
 	return znodes.Encode(&c)
 }
@@ -183,9 +152,7 @@ func (w *worker) currentPayload() ([]byte, error) {
 func (w *worker) publish() {
 	w.pubMu.Lock()
 	defer w.pubMu.Unlock()
-	w.mu.Lock()
-	reg := w.reg
-	w.mu.Unlock()
+	reg := w.reg.Load()
 	if reg == nil {
 		return // not connected yet: registered with the latest state later
 	}
@@ -245,54 +212,56 @@ func (w *worker) startRelease(ctx context.Context, r *Release, adopt bool) error
 			return fmt.Errorf("start %s: %w", r.Version, err)
 		}
 	}
-	w.mu.Lock()
-	w.sup, w.checker = sup, chk
-	w.mu.Unlock()
+	w.setRunning(sup, chk)
 	w.log.Info("service started", "version", r.Version, "pid", sup.PID(), "adopted", adopted)
 	return nil
 }
 
 // stopCurrent stops the running process (SIGTERM, grace, SIGKILL).
 func (w *worker) stopCurrent(ctx context.Context) {
-	w.mu.Lock()
-	sup := w.sup
-	w.sup, w.checker = nil, nil
-	w.mu.Unlock()
+	sup := w.takeRunning()
 	if sup == nil {
 		return
 	}
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.rt.cfg.StopGrace+10*time.Second)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.rt.cfg.StopGrace+DefaultStopSlack)
 	defer cancel()
 	if err := sup.Stop(stopCtx); err != nil {
 		w.log.Warn("stop service", "err", err)
 	}
 }
 
-func healthTimes(h *spec.Health) (minHealthy, deadline time.Duration) {
-	minHealthy, deadline = spec.DefaultHealthMinHealthy, spec.DefaultHealthDeadline
-	if h != nil {
-		if h.MinHealthy.Duration > 0 {
-			minHealthy = h.MinHealthy.Duration
-		}
-		if h.Deadline.Duration > 0 {
-			deadline = h.Deadline.Duration
-		}
-	}
-	return minHealthy, deadline
-}
-
 // waitHealthy waits until the running process of r has passed its checks
-// for min_healthy, failing at the deadline.
+// for min_healthy, failing at the deadline or when the process exits (the
+// health rule: healthTracker).
 func (w *worker) waitHealthy(ctx context.Context, r *Release) error {
-	w.mu.Lock()
-	sup, chk := w.sup, w.checker
-	w.mu.Unlock()
+	sup, chk := w.running()
 	if sup == nil {
 		return errors.New("not running")
 	}
 	minHealthy, deadline := healthTimes(r.Health)
-	interval := min(max(minHealthy/4, 50*time.Millisecond), time.Second)
-	return supervise.WaitHealthy(ctx, chk, sup.Exited(), minHealthy, deadline, interval)
+	t := newStepTracker(chk.String(), minHealthy, stepProbeInterval(minHealthy), deadline, w.rt.now())
+	exited := sup.Exited()
+	for {
+		var err error
+		gone := isClosed(exited)
+		if !gone {
+			err = chk.Check(ctx)
+			gone = isClosed(exited)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("wait healthy: %w", ctx.Err())
+		}
+		now := w.rt.now()
+		if healthy, _ := t.observe(err, gone, now); healthy {
+			return nil
+		}
+		if err := t.failed(now); err != nil {
+			return err
+		}
+		if !w.rt.sleep(ctx, t.next(now), exited) && ctx.Err() != nil {
+			return fmt.Errorf("wait healthy: %w", ctx.Err())
+		}
+	}
 }
 
 // boot starts the locally remembered version without ZooKeeper and
@@ -301,9 +270,8 @@ func (w *worker) waitHealthy(ctx context.Context, r *Release) error {
 // it owes). A step interrupted while reverting never goes back to the
 // build that failed.
 func (w *worker) boot(ctx context.Context) {
-	w.mu.Lock()
-	cur, prev, inflight := w.st.Current, w.st.Previous, w.st.InFlight
-	w.mu.Unlock()
+	l := w.snapshot()
+	cur, prev, inflight := l.Current, l.Previous, l.InFlight
 	if cur == nil {
 		if inflight != nil { // an interrupted removal: already stopped
 			if err := w.commit(func(st *State) { st.InFlight = nil }); err != nil {
@@ -369,75 +337,27 @@ func (w *worker) boot(ctx context.Context) {
 	w.log.Info("boot: step finished", "version", cur.Version)
 }
 
-func (w *worker) setStepping(on bool) {
-	w.mu.Lock()
-	w.stepping = on
-	w.mu.Unlock()
-}
-
-// unhealthyAfter is how many consecutive failed probes of a running
-// process make a healthy service unhealthy (a dead process: at once).
-const unhealthyAfter = 2
-
-// healthLoop probes the running service and publishes health changes.
+// healthLoop probes the running service (the health rule and its
+// schedule: healthTracker) and publishes health changes. A step owns the
+// verdict while it runs.
 func (w *worker) healthLoop(ctx context.Context) {
-	t := time.NewTicker(w.rt.cfg.HealthInterval)
-	defer t.Stop()
-	fails := 0 // consecutive failed probes of a running process
 	for {
-		select {
-		case <-ctx.Done():
+		if !w.rt.sleep(ctx, w.nextProbe(w.rt.now()), nil) {
 			return
-		case <-t.C:
 		}
-		w.mu.Lock()
-		sup, chk, stepping, cur := w.sup, w.checker, w.stepping, w.st.Current
-		wasHealthy, passSince, phase := w.healthy, w.passSince, w.phase
-		w.mu.Unlock()
+		sup, chk, stepping := w.probeTarget()
 		if stepping {
 			continue
 		}
-		ok := false
-		if sup != nil && sup.Running() && chk != nil {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ok = chk.Check(cctx) == nil
-			cancel()
-			if ok {
-				fails = 0
-			} else if fails++; fails < unhealthyAfter && wasHealthy {
-				continue // one slow probe on a loaded machine is not an outage
-			}
+		var err error
+		exited := sup == nil || chk == nil || !sup.Running()
+		if !exited {
+			err = probe(ctx, chk)
 		}
-		now := w.rt.now()
-		w.mu.Lock()
-		if w.stepping || w.sup != sup {
-			w.mu.Unlock()
-			continue
+		if ctx.Err() != nil {
+			return
 		}
-		changed := false
-		switch {
-		case !ok:
-			if wasHealthy {
-				changed = true
-			}
-			w.healthy, w.passSince = false, time.Time{}
-		case wasHealthy:
-		case passSince.IsZero():
-			w.passSince = now
-		default:
-			var minHealthy time.Duration
-			if cur != nil {
-				minHealthy, _ = healthTimes(cur.Health)
-			}
-			if now.Sub(passSince) >= minHealthy {
-				w.healthy, changed = true, true
-				if phase == znodes.StateStarting || phase == znodes.StateFailed {
-					w.phase, w.since, w.detail = znodes.StateRunning, now, ""
-				}
-			}
-		}
-		healthy := w.healthy
-		w.mu.Unlock()
+		healthy, changed, _ := w.observeHealth(sup, err, exited, w.rt.now())
 		if changed {
 			w.log.Info("health changed", "healthy", healthy)
 			w.rt.metrics.healthy.WithLabelValues(w.service).Set(b2f(healthy))
@@ -451,10 +371,9 @@ func (w *worker) healthLoop(ctx context.Context) {
 func (w *worker) run(ctx context.Context, conn *znodes.Conn) error {
 	w.conn = conn
 	p := conn.Paths()
-	reg := znodes.NewRegistration(conn, p.CurrentMachine(w.service, w.rt.cfg.Machine), w.currentPayload)
-	w.mu.Lock()
-	w.reg = reg
-	w.mu.Unlock()
+	reg := znodes.NewRegistration(conn, p.CurrentMachine(w.service, w.rt.cfg.Machine), w.currentPayload).
+		WithMarker(p.UpMachine(w.service, w.rt.cfg.Machine), znodes.CurrentAvailable) // /dc/up: counted by turn holders
+	w.reg.Store(reg)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -468,8 +387,7 @@ func (w *worker) run(ctx context.Context, conn *znodes.Conn) error {
 	}()
 	w.ws = znodes.NewWatchSet(ctx, conn.ZK(), w.nudge)
 	w.gen = noSession
-	tick := time.NewTicker(w.rt.cfg.PollInterval)
-	defer tick.Stop()
+	poll := w.rt.ticker(ctx, w.rt.cfg.PollInterval)
 	defer w.dropTurn()
 	defer w.cancelStage()
 	var lastErr string
@@ -514,7 +432,7 @@ func (w *worker) run(ctx context.Context, conn *znodes.Conn) error {
 		select {
 		case <-ctx.Done():
 		case <-w.nudge:
-		case <-tick.C:
+		case <-poll:
 		case <-conn.Changed():
 		case r := <-w.turn.res:
 			w.onTurn(r)
@@ -536,7 +454,9 @@ func (w *worker) newSession(gen uint64) {
 		// Gone with the old session, unless the server kept it alive after
 		// we declared it lost: then it is ours again and must not linger.
 		if ok, st, err := w.conn.ZK().Exists(w.stage.node); err == nil && ok && st.EphemeralOwner == w.conn.SessionID() {
-			_ = w.conn.ZK().Delete(w.stage.node, -1)
+			if err := w.conn.ZK().Delete(w.stage.node, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+				w.log.Warn("delete the staging entry the old session left", "node", w.stage.node, "err", err)
+			}
 		}
 		w.stage.node = ""
 	}
@@ -547,7 +467,6 @@ func (w *worker) newSession(gen uint64) {
 		}
 	}
 	w.sessionReady = w.establish() == nil
-	w.fleetOnce = true
 }
 
 // establish is what a new session does before anything else: join the
@@ -558,9 +477,8 @@ func (w *worker) establish() error {
 		w.log.Warn("cannot join the service as a member; retrying", "err", err)
 		return err
 	}
-	w.mu.Lock()
-	inflight, halt := w.st.InFlight, w.st.PendingHalt
-	w.mu.Unlock()
+	l := w.snapshot()
+	inflight, halt := l.InFlight, l.PendingHalt
 	if inflight == nil && halt == nil {
 		return nil
 	}
@@ -602,20 +520,8 @@ func (w *worker) step(ctx context.Context) (again bool, err error) {
 const waitingPrefix = "waiting: "
 
 func (w *worker) record(d Decision) {
-	w.mu.Lock()
-	prev := w.last
-	w.last = d
 	// Dashboards read /dc/current: say there why the machine waits.
-	detail := w.detail
-	switch {
-	case d.Action == Wait && !w.stepping:
-		detail = waitingPrefix + d.Reason
-	case strings.HasPrefix(w.detail, waitingPrefix):
-		detail = ""
-	}
-	changed := detail != w.detail
-	w.detail = detail
-	w.mu.Unlock()
+	prev, changed := w.localState.record(d)
 	if changed {
 		w.publish()
 	}
@@ -631,13 +537,11 @@ func (w *worker) record(d Decision) {
 
 // local is the Local part of a snapshot.
 func (w *worker) local() Local {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	l := Local{Healthy: w.healthy, InFlight: w.st.InFlight, PendingHalt: w.st.PendingHalt, Known: w.st.knownVersions()}
+	s := w.snapshot()
 	// Supervised counts as running even while the supervisor restarts a
 	// crashed process: starting it again would only add churn.
-	l.Running = w.sup != nil
-	if r := w.st.Current; r != nil {
+	l := Local{Healthy: s.Healthy, Running: s.Running, InFlight: s.InFlight, PendingHalt: s.PendingHalt, Known: s.knownVersions()}
+	if r := s.Current; r != nil {
 		l.Version, l.Build, l.SpecID, l.Settings = r.Version, r.Build, r.SpecID, r.Settings
 	}
 	return l
@@ -656,15 +560,10 @@ func (w *worker) act(ctx context.Context, d Decision, snap Snapshot, m meta) (bo
 			return false, err
 		}
 		w.takeStep(ctx, snap, d)
-		w.fleetOnce = true // the step is over: this machine may be the last one
 		return true, nil
 	}
 	// Every other decision needs no turn.
 	w.dropTurn()
-	switch d.Action {
-	case Adopt, StartVersion, ClearDown:
-		w.fleetOnce = true // this machine may be the last one the entry waited for
-	}
 	switch d.Action {
 	case Stage:
 		return false, w.startStage(ctx, d)
@@ -815,9 +714,7 @@ func (w *worker) onStaged(r stageResult) {
 }
 
 func (w *worker) setPhaseDetail(detail string) {
-	w.mu.Lock()
-	w.detail = detail
-	w.mu.Unlock()
+	w.setDetail(detail)
 	w.publish()
 }
 
@@ -856,9 +753,8 @@ func (w *worker) tidyStage(snap Snapshot) {
 	if snap.Head != nil {
 		target = BuildID(snap.Head)
 	}
-	w.mu.Lock()
-	running := w.st.Current != nil && w.st.Current.Build == r.Build
-	w.mu.Unlock()
+	cur := w.snapshot().Current
+	running := cur != nil && cur.Build == r.Build
 	if r.Build == target && !running {
 		return
 	}
@@ -927,9 +823,7 @@ func (w *worker) prepare(ctx context.Context, conn *znodes.Conn, specID, version
 // setStaged records the prepared release (not yet announced).
 func (w *worker) setStaged(r *Release) {
 	w.stage.done, w.stage.node = r, ""
-	w.mu.Lock()
-	w.stagedRel = r
-	w.mu.Unlock()
+	w.localState.setStaged(r)
 }
 
 // keepBlobs tells the fetcher which blobs this service still needs.
@@ -937,18 +831,30 @@ func (w *worker) keepBlobs() {
 	w.rt.keepBlobs()
 }
 
-func (w *worker) neededBlobs() (ids, previous []string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, r := range []*Release{w.st.Current, w.stagedRel} {
-		if r != nil {
-			ids = append(append(ids, r.Artifact), r.DataIDs...)
+// ticker nudges the returned channel (buffer 1) every d on the agent's
+// clock until ctx ends.
+func (rt *runtime) ticker(ctx context.Context, d time.Duration) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	var mu sync.Mutex
+	var t znodes.Timer
+	var fire func()
+	fire = func() {
+		nudge(ch)
+		mu.Lock()
+		defer mu.Unlock()
+		if ctx.Err() == nil {
+			t = rt.cfg.Clock.AfterFunc(d, fire)
 		}
 	}
-	if r := w.st.Previous; r != nil {
-		previous = append(append(previous, r.Artifact), r.DataIDs...)
-	}
-	return ids, previous
+	mu.Lock()
+	t = rt.cfg.Clock.AfterFunc(d, fire)
+	mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Stop()
+	})
+	return ch
 }
 
 // nudge wakes a loop waiting on ch (non-blocking; buffer 1).
