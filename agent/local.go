@@ -32,7 +32,7 @@ type localState struct {
 	checker supervise.Checker
 	// health is the steady-state verdict (the health loop's, or the
 	// step's when one ends).
-	health   healthTracker
+	health   supervise.Tracker
 	phase    string
 	since    time.Time
 	detail   string
@@ -62,7 +62,7 @@ type localSnapshot struct {
 }
 
 func newLocalState(dir string, st *State, healthInterval time.Duration, now time.Time) *localState {
-	return &localState{dir: dir, st: st, health: newHealthTracker(minHealthyOf(st.Current), healthInterval),
+	return &localState{dir: dir, st: st, health: supervise.NewTracker(minHealthyOf(st.Current), healthInterval),
 		phase: znodes.StateStopped, since: now}
 }
 
@@ -72,7 +72,7 @@ func (l *localState) snapshot() localSnapshot {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := localSnapshot{Current: l.st.Current, Previous: l.st.Previous, Known: maps.Clone(l.st.Known),
-		Running: l.sup != nil, Healthy: l.health.healthy, Phase: l.phase, Detail: l.detail, Since: l.since,
+		Running: l.sup != nil, Healthy: l.health.Healthy(), Phase: l.phase, Detail: l.detail, Since: l.since,
 		Last: l.last, Stepping: l.stepping, Reloads: l.reloads, Staged: l.staged}
 	if f := l.st.InFlight; f != nil {
 		c := *f
@@ -177,7 +177,7 @@ func (l *localState) setDetail(detail string) {
 // health succeeded: true, healthy since now).
 func (l *localState) setHealthy(h bool, now time.Time) {
 	l.mu.Lock()
-	l.health.reset(h, now)
+	l.health.Reset(h, now)
 	l.mu.Unlock()
 }
 
@@ -233,9 +233,9 @@ func (l *localState) nextProbe(now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stepping {
-		return l.health.interval
+		return l.health.Interval()
 	}
-	return l.health.next(now)
+	return l.health.Next(now)
 }
 
 // observeHealth applies a probe of sup by the health loop (err its
@@ -246,10 +246,10 @@ func (l *localState) observeHealth(sup *supervise.Supervisor, err error, exited 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stepping || l.sup != sup {
-		return l.health.healthy, false, false
+		return l.health.Healthy(), false, false
 	}
-	l.health.minHealthy = minHealthyOf(l.st.Current)
-	healthy, changed = l.health.observe(err, exited, now)
+	l.health.SetMinHealthy(minHealthyOf(l.st.Current))
+	healthy, changed = l.health.Observe(err, exited, now)
 	if changed && healthy && (l.phase == znodes.StateStarting || l.phase == znodes.StateFailed) {
 		l.phase, l.since, l.detail = znodes.StateRunning, now, ""
 	}

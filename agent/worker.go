@@ -232,14 +232,14 @@ func (w *worker) stopCurrent(ctx context.Context) {
 
 // waitHealthy waits until the running process of r has passed its checks
 // for min_healthy, failing at the deadline or when the process exits (the
-// health rule: healthTracker).
+// health rule: supervise.Tracker).
 func (w *worker) waitHealthy(ctx context.Context, r *Release) error {
 	sup, chk := w.running()
 	if sup == nil {
 		return errors.New("not running")
 	}
 	minHealthy, deadline := healthTimes(r.Health)
-	t := newStepTracker(chk.String(), minHealthy, stepProbeInterval(minHealthy), deadline, w.rt.now())
+	t := supervise.NewStepTracker(chk.String(), minHealthy, stepProbeInterval(minHealthy), deadline, w.rt.now())
 	exited := sup.Exited()
 	for {
 		var err error
@@ -252,13 +252,13 @@ func (w *worker) waitHealthy(ctx context.Context, r *Release) error {
 			return fmt.Errorf("wait healthy: %w", ctx.Err())
 		}
 		now := w.rt.now()
-		if healthy, _ := t.observe(err, gone, now); healthy {
+		if healthy, _ := t.Observe(err, gone, now); healthy {
 			return nil
 		}
-		if err := t.failed(now); err != nil {
+		if err := t.Failed(now); err != nil {
 			return err
 		}
-		if !w.rt.sleep(ctx, t.next(now), exited) && ctx.Err() != nil {
+		if !w.rt.sleep(ctx, t.Next(now), exited) && ctx.Err() != nil {
 			return fmt.Errorf("wait healthy: %w", ctx.Err())
 		}
 	}
@@ -338,7 +338,7 @@ func (w *worker) boot(ctx context.Context) {
 }
 
 // healthLoop probes the running service (the health rule and its
-// schedule: healthTracker) and publishes health changes. A step owns the
+// schedule: supervise.Tracker) and publishes health changes. A step owns the
 // verdict while it runs.
 func (w *worker) healthLoop(ctx context.Context) {
 	for {

@@ -43,8 +43,14 @@
 //
 // # Health
 //
-// WaitHealthy probes a Checker (HTTP 2xx, TCP connect or command exit 0,
-// from spec.Health) until it has passed continuously for min_healthy; it
-// fails at the deadline naming the last failure, or at once if the process
-// exits. Without a health check, running for min_healthy is healthy.
+// The health rule is written once, in Tracker (a pure state machine fed
+// one probe at a time, table-tested): healthy once a Checker (HTTP 2xx,
+// TCP connect or command exit 0, from spec.Health) has passed
+// continuously for min_healthy; a healthy service turns unhealthy after
+// UnhealthyAfter failed probes in a row, at once if its process dies; a
+// step's wait fails at its deadline naming the last failure. Probes come
+// FirstProbe after a start, doubling up to the interval. The agent's step
+// wait and steady-state loop drive it on the agent's clock; WaitHealthy
+// drives it on the wall clock. Without a health check, running for
+// min_healthy is healthy.
 package supervise

@@ -162,60 +162,34 @@ func oneLine(b []byte) string {
 	return strings.Join(strings.Fields(string(b)), " ")
 }
 
-// WaitHealthy probes c every interval until it has passed continuously for
-// minHealthy (nil), deadline has passed since the call (an ErrUnhealthy
-// error naming the last failure), exited is closed (an ErrExited error, at
-// once), or ctx is done. exited is typically Supervisor.Exited(); nil means
-// not watched.
+// WaitHealthy probes c until it has passed continuously for minHealthy
+// (nil), deadline has passed since the call (an ErrUnhealthy error naming
+// the last failure), exited is closed (an ErrExited error, at once), or
+// ctx is done: the Tracker's rule for a step, on the wall clock, probing
+// at most interval apart (FirstProbe doubling after the call). exited is
+// typically Supervisor.Exited(); nil means not watched.
 func WaitHealthy(ctx context.Context, c Checker, exited <-chan struct{}, minHealthy, deadline, interval time.Duration) error {
 	if interval <= 0 {
 		interval = 500 * time.Millisecond
 	}
-	start := time.Now()
-	end := start.Add(deadline)
-	var lastErr error
-	var healthySince time.Time // zero: not currently healthy
-	var delay time.Duration
+	t := NewStepTracker(c.String(), minHealthy, interval, deadline, time.Now())
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
 	for {
-		select {
-		case <-exited:
-			return fmt.Errorf("%w before becoming healthy (%s)", ErrExited, c)
-		default:
-		}
 		err := c.Check(ctx)
-		now := time.Now()
-		select {
-		case <-exited:
-			return fmt.Errorf("%w before becoming healthy (%s)", ErrExited, c)
-		default:
-		}
+		gone := isClosed(exited)
 		if ctx.Err() != nil {
 			return fmt.Errorf("wait healthy: %w", ctx.Err())
 		}
-		if err != nil {
-			lastErr, healthySince = err, time.Time{}
-		} else {
-			if healthySince.IsZero() {
-				healthySince = now
-			}
-			if now.Sub(healthySince) >= minHealthy {
-				return nil
-			}
+		now := time.Now()
+		if healthy, _ := t.Observe(err, gone, now); healthy {
+			return nil
 		}
-		if !now.Before(end) {
-			if lastErr == nil {
-				return fmt.Errorf("%w within %s: healthy for only %s of the required %s (%s)", ErrUnhealthy, deadline, now.Sub(healthySince).Round(time.Millisecond), minHealthy, c)
-			}
-			if healthySince.IsZero() {
-				return fmt.Errorf("%w within %s: last check: %w", ErrUnhealthy, deadline, lastErr)
-			}
-			return fmt.Errorf("%w within %s: healthy for only %s of the required %s; last failure: %w", ErrUnhealthy, deadline, now.Sub(healthySince).Round(time.Millisecond), minHealthy, lastErr)
+		if err := t.Failed(now); err != nil {
+			return err
 		}
-		delay = nextProbe(delay, interval, healthySince, now, minHealthy, end)
-		timer.Reset(delay)
+		timer.Reset(t.Next(now))
 		select {
 		case <-timer.C:
 		case <-exited:
@@ -232,19 +206,11 @@ func WaitHealthy(ctx context.Context, c Checker, exited <-chan struct{}, minHeal
 // after it (plus min_healthy), not one probe interval later.
 const FirstProbe = 10 * time.Millisecond
 
-// nextProbe is the delay before the next probe of WaitHealthy, after one
-// of prev at now: doubling from FirstProbe up to interval until the
-// service is healthy; once it is, the interval, but no later than when
-// min_healthy will have passed; never past the deadline end.
-func nextProbe(prev, interval time.Duration, healthySince, now time.Time, minHealthy time.Duration, end time.Time) time.Duration {
-	d := interval
-	if healthySince.IsZero() {
-		d = min(max(2*prev, FirstProbe), interval)
-	} else if left := healthySince.Add(minHealthy).Sub(now); left > 0 {
-		d = min(d, left)
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
-	if left := end.Sub(now); left > 0 {
-		d = min(d, left)
-	}
-	return max(d, time.Millisecond)
 }

@@ -125,35 +125,3 @@ func TestNewCheckerErrors(t *testing.T) {
 		}
 	}
 }
-
-// TestNextProbe: the probe schedule after a start doubles from FirstProbe
-// to the interval while unhealthy, then waits no longer than min_healthy
-// still needs, and never past the deadline.
-func TestNextProbe(t *testing.T) {
-	t0 := time.Date(2026, 12, 2, 1, 0, 0, 0, time.UTC)
-	end := t0.Add(time.Minute)
-	var got []time.Duration
-	d := time.Duration(0)
-	for range 9 {
-		d = nextProbe(d, 500*time.Millisecond, time.Time{}, t0, time.Second, end)
-		got = append(got, d)
-	}
-	want := []time.Duration{10, 20, 40, 80, 160, 320, 500, 500, 500}
-	for i := range want {
-		if got[i] != want[i]*time.Millisecond {
-			t.Fatalf("unhealthy schedule %v, want %v ms", got, want)
-		}
-	}
-	// Healthy since 800ms ago, min_healthy 1s: probe again in 200ms, not 500ms.
-	if d := nextProbe(500*time.Millisecond, 500*time.Millisecond, t0.Add(-800*time.Millisecond), t0, time.Second, end); d != 200*time.Millisecond {
-		t.Fatalf("healthy: %s, want 200ms", d)
-	}
-	// Healthy long enough already (WaitHealthy returns first): the interval.
-	if d := nextProbe(10*time.Millisecond, 500*time.Millisecond, t0.Add(-2*time.Second), t0, time.Second, end); d != 500*time.Millisecond {
-		t.Fatalf("healthy long ago: %s", d)
-	}
-	// The deadline in 30ms: probe then.
-	if d := nextProbe(400*time.Millisecond, 500*time.Millisecond, time.Time{}, t0, time.Second, t0.Add(30*time.Millisecond)); d != 30*time.Millisecond {
-		t.Fatalf("near the deadline: %s", d)
-	}
-}
