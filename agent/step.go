@@ -132,19 +132,19 @@ func (w *worker) takeStep(ctx context.Context, snap Snapshot, d Decision) {
 		phase = znodes.StateStopped
 	}
 	w.setPhase(phase, what)
-	w.publish()
 	w.log.Info("step begins", "kind", d.Kind, "from", versionOf(prev), "to", d.Version)
 
 	switch d.Kind {
 	case StepRemove:
-		w.stopCurrent(ctx)
+		w.stopPublishing(ctx)
 		w.finish(func(st *State) { st.InFlight, st.Previous = nil, prev }, znodes.StateStopped, "removed from the spec")
 		w.rt.metrics.stepDone(w.service, d.Kind, "removed", w.rt.now())
 		return
 	case StepSettings:
+		w.publish()
 		err = w.reload(next, snap.Head)
 	default:
-		w.stopCurrent(ctx)
+		w.stopPublishing(ctx)
 		err = w.startRelease(ctx, next, false)
 	}
 	if err == nil {
@@ -162,6 +162,20 @@ func (w *worker) takeStep(ctx context.Context, snap Snapshot, d Decision) {
 		return
 	}
 	w.revert(ctx, d, prev, next, err)
+}
+
+// stopPublishing stops the running process while the new phase is
+// published: the step record (written by the spend) already makes the
+// machine unavailable to every reader, so the stop need not wait for the
+// registration's round trip.
+func (w *worker) stopPublishing(ctx context.Context) {
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		w.publish()
+	}()
+	w.stopCurrent(ctx)
+	<-published
 }
 
 // nextRelease is what the step installs: the staged release (upgrade),
@@ -292,6 +306,13 @@ func (w *worker) finish(change func(st *State), phase, detail string) {
 		return
 	}
 	w.setPhase(phase, detail)
+	over := phase == znodes.StateRunning || phase == znodes.StateStopped
+	if over && w.snapshot().PendingHalt == nil {
+		w.publishClearing() // nothing owed: the record goes with the payload
+		w.touchMember()
+		nudge(w.nudge)
+		return
+	}
 	w.publish()
 	w.touchMember()
 	if err := w.writeHalt(); err != nil {
@@ -299,7 +320,7 @@ func (w *worker) finish(change func(st *State), phase, detail string) {
 		nudge(w.nudge)
 		return
 	}
-	if phase == znodes.StateRunning || phase == znodes.StateStopped {
+	if over {
 		if _, err := w.clearDown(); err != nil {
 			w.log.Warn("clear step record", "err", err)
 		}

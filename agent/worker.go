@@ -165,6 +165,30 @@ func (w *worker) publish() {
 	}
 }
 
+// publishClearing publishes the end of a step and deletes its step
+// record in the same transaction: the turn holder waiting for this
+// machine sees it available in one change. (Not connected: the record is
+// cleared by the next loop's ClearDown.)
+func (w *worker) publishClearing() {
+	w.pubMu.Lock()
+	defer w.pubMu.Unlock()
+	reg := w.reg.Load()
+	if reg == nil {
+		return
+	}
+	b, err := w.currentPayload()
+	if err == nil {
+		err = reg.UpdateWith(b, znodes.DeleteOp(w.conn.Paths().DownMachine(w.service, w.rt.cfg.Machine), -1))
+	}
+	switch {
+	case err == nil:
+		w.log.Info("step record cleared")
+	case errors.Is(err, zk.ErrNoNode):
+	default:
+		w.log.Warn("publish the end of the step", "err", err)
+	}
+}
+
 // newSupervisor builds (not starts) the supervisor of r.
 func (w *worker) newSupervisor(r *Release) (*supervise.Supervisor, supervise.Checker, error) {
 	sup, err := supervise.New(supervise.Config{

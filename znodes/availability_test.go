@@ -1,12 +1,16 @@
 package znodes
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"dcroll/integration/zktest"
+
+	"github.com/go-zookeeper/zk"
 )
 
 // register runs machine's registration of service with its /dc/up marker
@@ -186,5 +190,42 @@ func TestPresenceFollowsSessions(t *testing.T) {
 	}
 	if err := pr.Set(false); err != nil {
 		t.Fatalf("unset twice: %v", err)
+	}
+}
+
+// TestRegistrationUpdateWith: extra ops land in the payload's transaction;
+// one that cannot land does not keep the payload from being written.
+func TestRegistrationUpdateWith(t *testing.T) {
+	addr := startZK(t)
+	c := dial(t, addr)
+	p := c.Paths()
+	reg := register(t, c, "svc", "m1", Current{State: StateUpgrading})
+	if err := c.EnsurePath(p.Down("svc")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(p.DownMachine("svc", "m1"), MustEncode(&Down{Machine: "m1"}), 0); err != nil {
+		t.Fatal(err)
+	}
+	running := MustEncode(&Current{Machine: "m1", Service: "svc", State: StateRunning, Healthy: true})
+	if err := reg.UpdateWith(running, DeleteOp(p.DownMachine("svc", "m1"), -1)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, _ := c.ZK().Exists(p.DownMachine("svc", "m1")); ok {
+		t.Error("step record still there")
+	}
+	a, err := ReadAvailability(Plain(c), p, "svc")
+	if err != nil || a.Available != 1 {
+		t.Fatalf("available %d (%v), want 1: payload, marker and deletion in one change", a.Available, err)
+	}
+	stopped := MustEncode(&Current{Machine: "m1", Service: "svc", State: StateStopped})
+	if err := reg.UpdateWith(stopped, DeleteOp(p.DownMachine("svc", "m1"), -1)); !errors.Is(err, zk.ErrNoNode) {
+		t.Fatalf("deleting a missing record: %v, want ErrNoNode", err)
+	}
+	b, _, err := c.ZK().Get(p.CurrentMachine("svc", "m1"))
+	if err != nil || !bytes.Equal(b, stopped) {
+		t.Fatalf("payload %s (%v), want the stopped one written anyway", b, err)
+	}
+	if ok, _, _ := c.ZK().Exists(p.UpMachine("svc", "m1")); ok {
+		t.Error("marker of a stopped machine still there")
 	}
 }

@@ -216,7 +216,7 @@ func (r *Registration) watch(s session) (bool, <-chan zk.Event, error) {
 	dirty, latest := r.dirty, r.latest
 	r.mu.Unlock()
 	if dirty {
-		if err := r.write(s, latest); err != nil {
+		if _, err := r.write(s, latest); err != nil {
 			return false, nil, err
 		}
 	}
@@ -326,6 +326,16 @@ func (r *Registration) clearDirty(written []byte) {
 // fails mid-write, the error is returned and Run rewrites the payload once
 // reconnected.
 func (r *Registration) Update(payload []byte) error {
+	return r.UpdateWith(payload)
+}
+
+// UpdateWith is Update with extra Multi ops that land in the same
+// transaction as the payload (an agent's step record deleted with its
+// "running" payload): when they cannot go together (not registered in
+// this session, or the combined Multi failed), the payload is written as
+// by Update and then extra on its own. It returns the error of extra (for
+// example zk.ErrNoNode: already done), or of the payload.
+func (r *Registration) UpdateWith(payload []byte, extra ...any) error {
 	if len(payload) > MaxPayload {
 		return fmt.Errorf("registration %s: payload of %d bytes exceeds %d", r.path, len(payload), MaxPayload)
 	}
@@ -337,20 +347,31 @@ func (r *Registration) Update(payload []byte) error {
 	r.dirty = true
 	reg, gen := r.registered, r.gen
 	r.mu.Unlock()
+	alone := func() error {
+		if len(extra) == 0 {
+			return nil
+		}
+		_, err := r.c.Multi(extra...)
+		return err
+	}
 	s, err := r.c.session()
 	if !reg || err != nil || s.gen != gen {
 		// Written at the next registration, or, if this session is only
 		// suspended, by Run once it is connected again.
 		r.wakeRun()
-		return nil
+		return alone()
 	}
-	if err := r.write(s, payload); err != nil {
+	landed, err := r.write(s, payload, extra...)
+	if err != nil {
 		// Outcome unknown (connection lost mid-write): Run rewrites the
 		// dirty payload once this session is connected again.
 		r.wakeRun()
 		return err
 	}
-	return nil
+	if landed {
+		return nil
+	}
+	return alone()
 }
 
 // wakeRun makes Run look at the node again (and rewrite a dirty payload).
@@ -363,28 +384,41 @@ func (r *Registration) wakeRun() {
 	}
 }
 
-// write sets payload on the registered node; caller holds opMu.
-func (r *Registration) write(s session, payload []byte) error {
+// write sets payload on the registered node; caller holds opMu. The
+// marker's op and extra ops (UpdateWith) go in the same Multi: one round
+// trip, and nobody sees one without the other. landed reports that extra
+// landed with it; when it cannot (a missing directory, a version or a
+// marker left by another session, an extra op that fails) the payload
+// takes the long way below, without extra.
+func (r *Registration) write(s session, payload []byte, extra ...any) (landed bool, err error) {
 	r.mu.Lock()
 	version := r.version
 	r.mu.Unlock()
+	ops := []any{SetOp(r.path, payload, version)}
+	on := r.marker != nil && r.markOn(payload)
+	mark := false
 	if r.marker != nil {
-		// The payload and its marker in one Multi: one round trip, and
-		// nobody sees one without the other. Anything unusual (a missing
-		// directory, a version or marker left by another session) takes
-		// the long way below.
-		on := r.markOn(payload)
-		if op, known := r.marker.op(on, s.gen); known && op != nil {
-			if res, err := r.c.Multi(SetOp(r.path, payload, version), op); err == nil {
+		op, known := r.marker.op(on, s.gen)
+		if !known && len(extra) == 0 {
+			ops = nil // the long way: Set, then the marker
+		} else if op != nil {
+			ops, mark = append(ops, op), true
+		}
+	}
+	if ops != nil && (mark || len(extra) > 0) {
+		res, err := r.c.Multi(append(ops, extra...)...)
+		if err == nil {
+			if mark {
 				r.marker.applied(on, s.gen)
-				r.mu.Lock()
-				r.version = res[0].Stat.Version
-				r.mu.Unlock()
-				r.written(payload)
-				return nil
-			} else if isConnErr(err) {
-				return fmt.Errorf("update %s: %w", r.path, err)
 			}
+			r.mu.Lock()
+			r.version = res[0].Stat.Version
+			r.mu.Unlock()
+			r.written(payload)
+			return true, nil
+		}
+		if isConnErr(err) {
+			return false, fmt.Errorf("update %s: %w", r.path, err)
 		}
 	}
 	st, err := r.c.zk.Set(r.path, payload, version)
@@ -403,16 +437,16 @@ func (r *Registration) write(s session, payload []byte) error {
 		// Deleted (by someone else, or its session ended): Run re-creates it.
 		r.setUnregistered()
 		r.wakeRun()
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("update %s: %w", r.path, err)
+		return false, fmt.Errorf("update %s: %w", r.path, err)
 	}
 	r.mu.Lock()
 	r.version = st.Version
 	r.mu.Unlock()
 	r.written(payload)
-	return nil
+	return false, nil
 }
 
 // remove deletes the node if it is still this session's (best effort).
