@@ -19,15 +19,42 @@
 //	      finishing a step interrupted by kill -9 on a healthy version
 //	      (no ZooKeeper needed; if it is unreachable nothing else happens)
 //	loop:
-//	    read a snapshot (watches armed once per path; an event only nudges
-//	        a channel of buffer 1), budget version first
+//	    read a snapshot through a znodes.WatchSet (one watch per path,
+//	        unchanged paths answered without a round trip; an event only
+//	        nudges a channel of buffer 1), budget first; what is read
+//	        depends on what the machine may do (read.go): a bystander its
+//	        own three nodes, the turn holder the service counted from
+//	        children lists (znodes.ReadAvailability), a machine running
+//	        nothing during a rollout the whole fleet once
 //	    d := Decide(snapshot)
 //	    act: stage in the background (fetch, verify, lock, unpack, then
 //	         /dc/staging), queue for the turn in the background (TurnLock),
-//	         spend the budget in one Multi {turn check, budget set, down
-//	         marker create}, upgrade (stop, start, wait healthy; on failure
-//	         halt the entry and revert), reload settings, mark done
+//	         spend the budget in one Multi {turn given up, budget set with
+//	         the entry's spend count, step record create}, upgrade (stop,
+//	         start, wait healthy; on failure halt the entry and revert;
+//	         the end of a step is one Multi: running payload, /dc/up marker,
+//	         step record deleted), reload settings
 //	    wait for a nudge, a poll tick, a session change, a turn or a stage
+//
+// # Layout, by owner
+//
+//	decide.go   the pure rule (Decide, Snapshot, Decision); domains.go its
+//	            upgrade-domain and wave rules
+//	read.go     the snapshot read (what each machine reads, and why)
+//	worker.go   the loop-owned driver: session, watch set, turn, staging,
+//	            boot, the health loop, publication; no lock of its own
+//	step.go     one step: spend, stop/start/reload, wait, revert, halt,
+//	            finish; member records
+//	local.go    the per-service local state (state.json, supervisor,
+//	            health verdict, phase) behind its own lock; snapshot()
+//	            hands out copies to the health loop, /status and payloads
+//	health.go   release health times and the step's probe interval (the
+//	            rule itself: supervise.Tracker)
+//	state.go    the state.json format (crash-safety record, atomic save)
+//	trust.go    the signed-HEAD gate; agent.go the runtime and Run;
+//	            config.go every default, once; status.go /status;
+//	            metrics.go /metrics; fetch.go blob fetchers; orphans.go
+//	            processes left by a killed agent
 //
 // A suspended ZooKeeper session starts nothing new; a lost session drops the
 // turn and staging entry (Registration re-creates /dc/current/<svc>/<m> and
