@@ -588,6 +588,10 @@ func returning(s Snapshot, own *Entry) Decision {
 	if own == nil || own.State == znodes.DeployDone {
 		return start(target, s.HeadID, "no rollout of "+s.Service+" unfinished: HEAD's "+target)
 	}
+	if own.Kind == string(spec.ChangeNew) {
+		// No older version to prefer (the driver does not read the peers).
+		return start(target, s.HeadID, "service "+s.Service+" is new in this rollout: HEAD's "+target)
+	}
 	halted := own.State == znodes.DeployHalted
 	counts := map[string]int{}
 	specOf := map[string]string{}

@@ -536,6 +536,10 @@ func TestDecide(t *testing.T) {
 			s.Queue[0].State = znodes.DeployDone
 		}, StartVersion, "v2", "no rollout of web unfinished: HEAD's v2", ""},
 		{"returning, rollout not reached: most popular", func(s *Snapshot) { s.Local.Running = false }, StartVersion, "v1", "most machines run v1 (4)", ""},
+		{"returning, service new in the rollout: HEAD's version, peers not counted", func(s *Snapshot) {
+			s.Local = Local{}
+			s.Queue[0].Kind, s.Queue[0].FromVersion = string(spec.ChangeNew), ""
+		}, StartVersion, "v2", "service web is new in this rollout: HEAD's v2", ""},
 		{"returning, rollout half way: most popular v2", func(s *Snapshot) {
 			s.Local.Running = false
 			s.Queue[0].State = znodes.DeployRolling

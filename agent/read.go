@@ -141,14 +141,16 @@ func (w *worker) read() (Snapshot, meta, error) {
 //     four watched children lists, the unavailable members in full), for
 //     quorum, max_parallel and one domain at a time;
 //   - a machine that runs nothing while its service's rollout is
-//     unfinished reads the whole fleet once, plainly: it starts the
-//     version most peers run.
+//     unfinished (and the service is not new in it) reads the whole fleet
+//     once, plainly: it starts the version most peers run.
 //
 // Nobody else reads the fleet: the leading coordinator completes entries.
 func (w *worker) readFleet(snap *Snapshot) error {
 	p := w.conn.Paths()
 	if !w.local().Running {
-		if own := EntryFor(snap.Queue, w.service); own != nil && own.State != znodes.DeployDone {
+		// (A service new in this entry has no older version to prefer:
+		// its machines start the target without counting their peers.)
+		if own := EntryFor(snap.Queue, w.service); own != nil && own.State != znodes.DeployDone && own.Kind != string(spec.ChangeNew) {
 			f, err := w.conn.ReadFleet(w.service)
 			if err != nil {
 				return err
