@@ -538,24 +538,35 @@ func (w *worker) ensureMember() error {
 	version := versionOf(w.snapshot().Current)
 	m := znodes.Member{Machine: w.rt.cfg.Machine, Service: w.service, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC, Labels: w.rt.cfg.Labels,
 		Joined: now, Version: version, Seen: now}
-	ops := []any{w.conn.CreateOp(p.Member(w.service, w.rt.cfg.Machine), znodes.MustEncode(&m), 0)}
-	// No budget node yet: no spend has read a version to fence (the push
-	// creates it; an agent creating it too would race the push).
-	// The set keeps the budget's canary count and fails (the join is
-	// retried) if a spend lands in between.
-	var budget znodes.Budget
-	if bst, err := w.conn.GetJSON(p.Budget(w.service), &budget); err == nil {
-		budget.Service, budget.Last, budget.At = w.service, w.rt.cfg.Machine, now
-		ops = append(ops, znodes.SetOp(p.Budget(w.service), znodes.MustEncode(&budget), bst.Version))
-	} else if !errors.Is(err, zk.ErrNoNode) {
-		return err
+	// The budget set keeps the budget's canary count and is versioned: a
+	// spend or another machine joining in between makes it fail, and the
+	// join is tried again at once with the new version (a fleet joins all
+	// at once at its first start). No budget node yet: no spend has read a
+	// version to fence (the push creates it; an agent creating it too
+	// would race the push).
+	for range joinAttempts {
+		ops := []any{w.conn.CreateOp(p.Member(w.service, w.rt.cfg.Machine), znodes.MustEncode(&m), 0)}
+		var budget znodes.Budget
+		if bst, gerr := w.conn.GetJSON(p.Budget(w.service), &budget); gerr == nil {
+			budget.Service, budget.Last, budget.At = w.service, w.rt.cfg.Machine, now
+			ops = append(ops, znodes.SetOp(p.Budget(w.service), znodes.MustEncode(&budget), bst.Version))
+		} else if !errors.Is(gerr, zk.ErrNoNode) {
+			return gerr
+		}
+		_, err = w.conn.Multi(ops...)
+		if err == nil || errors.Is(err, zk.ErrNodeExists) {
+			w.log.Info("joined the service as a member")
+			return nil
+		}
+		if !errors.Is(err, zk.ErrBadVersion) {
+			break
+		}
 	}
-	if _, err := w.conn.Multi(ops...); err != nil && !errors.Is(err, zk.ErrNodeExists) {
-		return fmt.Errorf("join %s as a member: %w", w.service, err)
-	}
-	w.log.Info("joined the service as a member")
-	return nil
+	return fmt.Errorf("join %s as a member: %w", w.service, err)
 }
+
+// joinAttempts bounds the immediate retries of a join that raced others.
+const joinAttempts = 50
 
 // touchMember records the version this machine serves in its member
 // record (what status shows while it is absent).

@@ -370,6 +370,40 @@ func (v *leaderView) fleet(service string) (znodes.Fleet, error) {
 	return f, nil
 }
 
+// canaryFailed: member s finished its step of entry e (no step record,
+// not mid-step) and is not running healthy on the target.
+func canaryFailed(e QueueEntry, s znodes.MemberState) bool {
+	c := s.Current
+	if c == nil || s.Down != nil || c.Version != e.Version || c.SpecID != e.SpecID {
+		return false
+	}
+	switch c.State {
+	case znodes.StateStarting, znodes.StateUpgrading:
+		return false // still in its step
+	}
+	return c.State != znodes.StateRunning || !c.Healthy
+}
+
+// confirm re-reads one member of service plainly before an irreversible
+// verdict on it (a halt): the cache may hold one node of a transaction
+// without the other for the moment between their events.
+func (a *advancer) confirm(service, machine string, still func(znodes.MemberState) bool) bool {
+	if a.view == nil {
+		return true // plain reads already
+	}
+	f, err := a.c.ReadFleet(service)
+	if err != nil {
+		a.log.Warn("confirm before halting", "service", service, "machine", machine, "err", err)
+		return false
+	}
+	for _, s := range f.States() {
+		if s.Machine == machine {
+			return still(s)
+		}
+	}
+	return false
+}
+
 // advance marks the active entry done if its service is complete, and
 // repeats for the next one; it halts an active entry whose service has had
 // no member for longer than the deadline, or no progress for its
@@ -436,13 +470,13 @@ func (a *advancer) canary(v entryView) (baking bool, err error) {
 	}
 	e := v.e
 	for _, s := range v.states {
+		if !canaryFailed(e, s) {
+			continue
+		}
+		if !a.confirm(e.Service, s.Machine, func(s znodes.MemberState) bool { return canaryFailed(e, s) }) {
+			continue // the cache had half of a transaction: seen again at the next change
+		}
 		c := s.Current
-		if c == nil || s.Down != nil || c.Version != e.Version || c.SpecID != e.SpecID || c.State == znodes.StateStarting {
-			continue
-		}
-		if c.State == znodes.StateRunning && c.Healthy {
-			continue
-		}
 		reason := fmt.Sprintf("canary %s %s on %s after its step: %s; dcroll rollback, or dcroll resume to retry",
 			s.Machine, dash(c.State), e.Version, firstLine(dash(c.Detail), 160))
 		if c.State == znodes.StateRunning {
