@@ -63,7 +63,7 @@ func (w *worker) spend(snap Snapshot, m meta, d Decision) error {
 		znodes.CheckOp(p.Control(), m.controlVersion),
 		entryOp,
 		znodes.SetOp(p.Budget(w.service), znodes.MustEncode(ptr(snap.Budget.Spent(w.rt.cfg.Machine, e.Node, now))), m.budgetVersion),
-		w.conn.CreateOp(downPath, znodes.MustEncode(&znodes.Down{Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack,
+		w.conn.CreateOp(downPath, znodes.MustEncode(&znodes.Down{Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC, Labels: w.rt.cfg.Labels,
 			Kind: d.Kind, From: snap.Local.Version, To: d.Version, Entry: e.Node, Token: token, At: now}), 0),
 	}
 	if _, err := w.conn.Multi(ops...); err != nil {

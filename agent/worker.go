@@ -507,7 +507,7 @@ func (w *worker) establish() error {
 		return nil
 	}
 	p := w.conn.Paths().DownMachine(w.service, w.rt.cfg.Machine)
-	d := znodes.Down{Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, Token: newToken(), At: w.rt.now().UTC()}
+	d := znodes.Down{Machine: w.rt.cfg.Machine, Rack: w.rt.cfg.Rack, DC: w.rt.cfg.DC, Labels: w.rt.cfg.Labels, Token: newToken(), At: w.rt.now().UTC()}
 	if inflight != nil {
 		d.Kind, d.From, d.To, d.Entry = inflight.Kind, inflight.From, inflight.To, inflight.Entry
 	} else {

@@ -31,7 +31,7 @@ func LabelValue(name, rack, dc string, labels map[string]string) string {
 
 // Label returns member m's value of label name (NoLabel when unknown):
 // from its registration when it is registered, else from its member
-// record (an absent member), else (rack only) from its step record.
+// record (an absent member), else from its step record.
 func (m MemberState) Label(name string) string {
 	dc, labels := "", map[string]string(nil)
 	switch {
@@ -39,6 +39,8 @@ func (m MemberState) Label(name string) string {
 		dc, labels = m.Current.DC, m.Current.Labels
 	case m.Member != nil:
 		dc, labels = m.Member.DC, m.Member.Labels
+	case m.Down != nil:
+		dc, labels = m.Down.DC, m.Down.Labels
 	}
 	if m.Current != nil && m.Member != nil {
 		if dc == "" {

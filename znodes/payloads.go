@@ -237,6 +237,10 @@ type Down struct {
 	Entry   string    `json:"entry,omitempty"` // deploy entry node of the step
 	Token   string    `json:"token,omitempty"` // random id of the step: tells a lost spend's outcome
 	At      time.Time `json:"at"`
+	// DC and Labels are the machine's (for one domain at a time: a turn
+	// holder reads only the step record of a machine mid-step).
+	DC     string            `json:"dc,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Agent describes a live agent at Paths.Agent.
