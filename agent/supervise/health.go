@@ -204,7 +204,7 @@ func WaitHealthy(ctx context.Context, c Checker, exited <-chan struct{}, minHeal
 // doubles up to the probe interval while the service is not healthy yet,
 // so a service healthy 50ms after its start is seen healthy about 50ms
 // after it (plus min_healthy), not one probe interval later.
-const FirstProbe = 10 * time.Millisecond
+const FirstProbe = 2 * time.Millisecond
 
 func isClosed(ch <-chan struct{}) bool {
 	select {

@@ -169,12 +169,12 @@ func TestTrackerSchedule(t *testing.T) {
 		want string
 	}{
 		{"after a start: doubling up to the interval", func(tr *Tracker) time.Time { return t0 }, 9,
-			"10ms 20ms 40ms 80ms 160ms 320ms 500ms 500ms 500ms"},
+			"2ms 4ms 8ms 16ms 32ms 64ms 128ms 256ms 500ms"},
 		{"failing: the backoff goes on", func(tr *Tracker) time.Time {
 			tr.Next(t0)
 			tr.Observe(errors.New("refused"), false, t0.Add(10*time.Millisecond))
 			return t0.Add(10 * time.Millisecond)
-		}, 2, "20ms 40ms"},
+		}, 2, "4ms 8ms"},
 		{"passing for 800ms of min_healthy 1s: in 200ms", func(tr *Tracker) time.Time {
 			tr.Observe(nil, false, t0)
 			tr.Observe(nil, false, t0.Add(800*time.Millisecond))
@@ -198,7 +198,7 @@ func TestTrackerSchedule(t *testing.T) {
 			}
 			tr.Observe(errors.New("refused"), false, t0)
 			return t0
-		}, 3, "10ms 20ms 40ms"},
+		}, 3, "2ms 4ms 8ms"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -211,7 +211,7 @@ func TestTrackerSchedule(t *testing.T) {
 	}
 	// A step's deadline in 30ms: probe then, whatever the schedule says.
 	tr := NewStepTracker("x", time.Second, interval, time.Minute, t0)
-	if d := tr.Next(t0.Add(time.Minute - 30*time.Millisecond)); d != 10*time.Millisecond {
+	if d := tr.Next(t0.Add(time.Minute - 30*time.Millisecond)); d != FirstProbe {
 		t.Fatalf("first probe near the deadline: %s", d)
 	}
 	for range 5 {
