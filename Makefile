@@ -5,7 +5,7 @@ BIN     := bin
 PKGS    := ./...
 TESTFLAGS ?= -race -timeout 18m
 
-.PHONY: all build deps test test-short test-faults vet fuzz bench bench-distrib demo zk clean
+.PHONY: all build deps test test-short test-faults vet fuzz bench bench-distrib bench-scale demo zk clean
 
 all: build
 
@@ -50,6 +50,15 @@ bench:
 # hosts in network namespaces (needs root, iproute2 and tc).
 bench-distrib: deps
 	$(GO) run ./bench/distrib -out bench/results
+
+# make bench-scale: ZooKeeper work per rollout step at N = 10, 100, 1000
+# agents (in one process, plus 2 real agent processes, on one local
+# ZooKeeper); at N=1000 only the first 150 one-at-a-time steps are measured
+# and the total extrapolated. No root needed; ~10 min on 2 cores. Smaller:
+# make bench-scale SCALEFLAGS="-sizes 10,100".
+SCALEFLAGS ?= -sizes 10,100,1000 -steps 150
+bench-scale: deps
+	$(GO) run ./bench/scale -out bench/results $(SCALEFLAGS)
 
 # make zk: a local ZooKeeper on 127.0.0.1:2181 in the foreground.
 zk: deps

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +77,16 @@ type Options struct {
 	// SecurePort is the secure client port for Start with TLS (0 picks a
 	// free one). StartEnsemble ignores it.
 	SecurePort int
+	// ExtraConfig are more zoo.cfg lines (key=value), written after the
+	// package's own, in key order; Java properties keep the last value of
+	// a repeated key, so an entry here overrides a default (e.g.
+	// "globalOutstandingLimit": "5000", "jute.maxbuffer": "4194304").
+	ExtraConfig map[string]string
+	// JVMArgs are appended to the JVM flags, after the package's own
+	// (-Xmx256m, C1 only, serial GC); HotSpot keeps the last of a repeated
+	// flag, so e.g. "-Xmx2g" raises the heap (bench/scale does, for a
+	// thousand sessions).
+	JVMArgs []string
 }
 
 // withDefaults fills in defaults and validates; it is the only place where
@@ -221,6 +233,9 @@ func (c nodeConfig) zooCfg() string {
 	if c.opts.TLS != nil {
 		c.opts.TLS.zooCfg(w, c.securePort)
 	}
+	for _, k := range slices.Sorted(maps.Keys(c.opts.ExtraConfig)) {
+		w(k, c.opts.ExtraConfig[k])
+	}
 	if len(c.peers) == 0 {
 		w("standaloneEnabled", true)
 		return b.String()
@@ -284,6 +299,7 @@ func (c nodeConfig) javaArgs(inst installation) []string {
 		// on that copy (ServerCnxnFactory reads only the property).
 		args = append(args, "-Dzookeeper.serverCnxnFactory="+nettyFactory)
 	}
+	args = append(args, c.opts.JVMArgs...)
 	return append(args,
 		"-cp", strings.Join(inst.classPath, ":"),
 		"org.apache.zookeeper.server.quorum.QuorumPeerMain",

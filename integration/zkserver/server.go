@@ -118,6 +118,15 @@ func (s *Server) SecureAddr() string { return s.cfg.secureAddr() }
 // ID is the server's myid in an ensemble (1..n), 0 for a standalone server.
 func (s *Server) ID() int { return s.cfg.id }
 
+// PID is the process id of the running JVM (0 when stopped), e.g. to read
+// its CPU time from /proc/<pid>/stat.
+func (s *Server) PID() int {
+	if p := s.current(); p != nil && p.os != nil {
+		return p.os.Pid
+	}
+	return 0
+}
+
 // Dir is the server's directory (zoo.cfg, data/, zookeeper.log).
 func (s *Server) Dir() string { return s.cfg.dir }
 
