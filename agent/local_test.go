@@ -139,11 +139,14 @@ func TestLocalSnapshotWhileHealthLoopRuns(t *testing.T) {
 	for range readers {
 		go func() {
 			defer wg.Done()
+			// Paced, so that readers do not starve the health loop on a small machine.
+			pace := time.NewTicker(100 * time.Microsecond)
+			defer pace.Stop()
 			for {
 				select {
 				case <-stop:
 					return
-				default:
+				case <-pace.C:
 				}
 				s := w.snapshot()
 				if s.Current == nil || !s.Running {
@@ -155,12 +158,13 @@ func TestLocalSnapshotWhileHealthLoopRuns(t *testing.T) {
 					t.Errorf("currentPayload: %v", err)
 					return
 				}
-				time.Sleep(100 * time.Microsecond) // readers must not starve the health loop on a small machine
 			}
 		}()
 	}
 	// The run loop meanwhile: commits, decisions, a step's verdicts.
 	deadline := time.Now().Add(10 * time.Second)
+	pace := time.NewTicker(time.Millisecond) // the writer's pace; the health loop probes every 5ms
+	defer pace.Stop()
 	for i := 0; ; i++ {
 		if i%10 == 0 { // a commit fsyncs: not every round
 			if err := w.commit(func(st *State) { st.Updated = time.Time{} }); err != nil {
@@ -179,7 +183,7 @@ func TestLocalSnapshotWhileHealthLoopRuns(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("never healthy and running: %+v", w.snapshot())
 		}
-		time.Sleep(time.Millisecond) // pace the writer; the health loop probes every 5ms
+		<-pace.C
 	}
 	close(stop)
 	cancel()
