@@ -160,35 +160,18 @@ func (w *worker) readFleet(snap *Snapshot) error {
 		}
 	}
 	snap.FleetPartial = true
-	me := w.rt.cfg.Machine
-	if b, _, err := w.ws.Get(p.Member(w.service, me)); err == nil {
-		var mem znodes.Member
-		if err := znodes.Decode(b, &mem); err != nil {
-			w.log.Warn("unreadable member record: counted as a member", "machine", me, "err", err)
-		}
-		mem.Machine = me
-		snap.Members = append(snap.Members, mem)
-	} else if !errors.Is(err, zk.ErrNoNode) {
-		return fmt.Errorf("read member record: %w", err)
+	own, err := znodes.ReadMemberState(w.ws, p, w.service, w.rt.cfg.Machine)
+	if err != nil {
+		return err
 	}
-	if b, _, err := w.ws.Get(p.CurrentMachine(w.service, me)); err == nil {
-		var cur znodes.Current
-		if err := znodes.Decode(b, &cur); err == nil {
-			cur.Machine = me
-			snap.Current = append(snap.Current, cur)
-		}
-	} else if !errors.Is(err, zk.ErrNoNode) {
-		return fmt.Errorf("read registration: %w", err)
+	if own.Member != nil {
+		snap.Members = []znodes.Member{*own.Member}
 	}
-	if b, _, err := w.ws.Get(p.DownMachine(w.service, me)); err == nil {
-		var d znodes.Down
-		if err := znodes.Decode(b, &d); err != nil {
-			d = znodes.Down{} // unreadable: still mid-step
-		}
-		d.Machine = me
-		snap.Down = append(snap.Down, d)
-	} else if !errors.Is(err, zk.ErrNoNode) {
-		return fmt.Errorf("read step record: %w", err)
+	if own.Current != nil {
+		snap.Current = []znodes.Current{*own.Current}
+	}
+	if own.Down != nil {
+		snap.Down = []znodes.Down{*own.Down}
 	}
 	if w.holdsTurn() {
 		a, err := znodes.ReadAvailability(w.ws, p, w.service)

@@ -125,6 +125,12 @@ func ReadAvailability(r Reader, p Paths, service string) (Availability, error) {
 // availParallel bounds ReadAvailability's reads in flight.
 const availParallel = 32
 
+// ReadMemberState reads one machine's member record, registration and
+// step record of service (each may be missing): a machine's view of itself.
+func ReadMemberState(r Reader, p Paths, service, machine string) (MemberState, error) {
+	return readMemberState(r, p, service, machine, true, true, true)
+}
+
 // readMemberState reads the records of one member that the lists say it
 // has (a record deleted in between is simply missing; an unreadable member
 // or step record still counts, an unreadable registration does not).
