@@ -146,6 +146,8 @@ type advancer struct {
 	view *leaderView
 	// onTick, if set, is called after every round (tests count rounds).
 	onTick func()
+	// lastPlain is when a round last read plainly (see checkRead).
+	lastPlain time.Time
 	// noMembersAfter: see Config.NoMembersAfter (negative: never).
 	noMembersAfter time.Duration
 
@@ -199,6 +201,16 @@ func (a *advancer) run(ctx context.Context, every time.Duration) error {
 
 // once advances the queue, then writes the night record.
 func (a *advancer) once() error {
+	// Every checkRead, one round reads plainly, the way a leader without
+	// a cache would: if the watched view missed a change, the rollout is
+	// late by that much, never stuck, and the log says so.
+	if a.view != nil && a.now().Sub(a.lastPlain) >= checkRead {
+		a.lastPlain = a.now()
+		view := a.view
+		a.view = nil
+		defer func() { a.view = view }()
+		view.check(a.c, a.log)
+	}
 	f, err := a.advance()
 	if errors.Is(err, errNotRead) {
 		return nil // the fleet cache nudges once it has read it
@@ -210,6 +222,44 @@ func (a *advancer) once() error {
 		return nil
 	}
 	return a.night.tick(a.now(), f)
+}
+
+// checkRead is how often the leader reads the queue and the fleets of
+// its active entry plainly, besides its watched view.
+const checkRead = 15 * time.Second
+
+// check compares the view with plain reads of the queue and the tracked
+// fleets and says when they differ (a missed watch event would show here).
+func (v *leaderView) check(c *znodes.Conn, log *slog.Logger) {
+	q, err := ReadQueue(c)
+	if err != nil || !v.fresh {
+		return
+	}
+	for _, e := range q {
+		if e.State == znodes.DeployDone || !v.fleets.Tracked(e.Service) {
+			continue
+		}
+		cached, ok := v.fleets.Fleet(e.Service)
+		plain, err := c.ReadFleet(e.Service)
+		if !ok || err != nil {
+			continue
+		}
+		if fleetKey(cached) != fleetKey(plain) {
+			log.Warn("the watched fleet differs from a plain read: this round uses the plain read", "service", e.Service)
+		}
+	}
+}
+
+// fleetKey is what the leader's rules look at in a fleet, as a string.
+func fleetKey(f znodes.Fleet) string {
+	var b strings.Builder
+	for _, s := range f.States() {
+		fmt.Fprintf(&b, "%s/%v/%q;", s.Machine, s.Down != nil, s.Why())
+		if c := s.Current; c != nil {
+			fmt.Fprintf(&b, "%s/%s/%s/%v;", c.Version, c.SpecID, c.State, c.Healthy)
+		}
+	}
+	return b.String()
 }
 
 // errNotRead: a fleet the round needs is not in the cache yet.
