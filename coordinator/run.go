@@ -146,8 +146,11 @@ type advancer struct {
 	view *leaderView
 	// onTick, if set, is called after every round (tests count rounds).
 	onTick func()
-	// lastPlain is when a round last read plainly (see checkRead).
-	lastPlain time.Time
+	// lastPlain is when a round last read plainly (see checkRead), and
+	// plainFleet the active entry's fleet (of activeSvc) it read.
+	lastPlain  time.Time
+	plainFleet *znodes.Fleet
+	activeSvc  string
 	// noMembersAfter: see Config.NoMembersAfter (negative: never).
 	noMembersAfter time.Duration
 
@@ -209,9 +212,12 @@ func (a *advancer) once() error {
 		view := a.view
 		a.view = nil
 		defer func() { a.view = view }()
-		view.check(a.c, a.log)
+		defer func() { view.check(a.activeSvc, a.plainFleet, a.log) }()
 	}
 	f, err := a.advance()
+	if a.view == nil {
+		a.plainFleet = f // this round read plainly: compared with the view
+	}
 	if errors.Is(err, errNotRead) {
 		return nil // the fleet cache nudges once it has read it
 	}
@@ -228,25 +234,15 @@ func (a *advancer) once() error {
 // its active entry plainly, besides its watched view.
 const checkRead = 15 * time.Second
 
-// check compares the view with plain reads of the queue and the tracked
-// fleets and says when they differ (a missed watch event would show here).
-func (v *leaderView) check(c *znodes.Conn, log *slog.Logger) {
-	q, err := ReadQueue(c)
-	if err != nil || !v.fresh {
+// check compares the view's fleet of service with plain, the fleet a
+// plain round just read (nil: none), and says when they differ: a missed
+// watch event would show here.
+func (v *leaderView) check(service string, plain *znodes.Fleet, log *slog.Logger) {
+	if plain == nil || service == "" {
 		return
 	}
-	for _, e := range q {
-		if e.State == znodes.DeployDone || !v.fleets.Tracked(e.Service) {
-			continue
-		}
-		cached, ok := v.fleets.Fleet(e.Service)
-		plain, err := c.ReadFleet(e.Service)
-		if !ok || err != nil {
-			continue
-		}
-		if fleetKey(cached) != fleetKey(plain) {
-			log.Warn("the watched fleet differs from a plain read: this round uses the plain read", "service", e.Service)
-		}
+	if cached, ok := v.fleets.Fleet(service); ok && fleetKey(cached) != fleetKey(*plain) {
+		log.Warn("the watched fleet differed from a plain read: this round used the plain read", "service", service)
 	}
 }
 
@@ -467,10 +463,12 @@ func (a *advancer) advance() (*znodes.Fleet, error) {
 			return nil, err
 		}
 		e := Active(q)
+		a.activeSvc = ""
 		if e == nil || e.State == znodes.DeployHalted {
 			a.emptyNode, a.progressNode = "", ""
 			return nil, nil
 		}
+		a.activeSvc = e.Service
 		f, err := a.readFleet(e.Service)
 		if err != nil {
 			return nil, err
