@@ -24,6 +24,28 @@ type clientOptions struct {
 	Logger          *slog.Logger
 	OnUsefulData    func(torrent.ReceivedUsefulDataEvent)
 	MaxConnsPerBlob int // 0: library default (50)
+	// CongestionControl of the client's TCP sockets ("": the default,
+	// DefaultCongestionControl; "system": the kernel's).
+	CongestionControl string
+}
+
+// dialTimeout bounds one outgoing TCP connect (peers, tracker, web seed).
+const dialTimeout = 10 * time.Second
+
+// client is an anacrolix client with the TCP listener it was given.
+type client struct {
+	*torrent.Client
+	ln net.Listener
+}
+
+// Close closes the client, then its listener (whose accept loop then sees
+// the client closed and returns).
+func (c *client) Close() []error {
+	errs := c.Client.Close()
+	if err := c.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		errs = append(errs, err)
+	}
+	return errs
 }
 
 // newClient builds a production-configured anacrolix client. Settings and
@@ -35,6 +57,9 @@ type clientOptions struct {
 //   - MaxAllocPeerRequestDataPerConn = 16 MiB and KeepAliveTimeout = 1 s:
 //     work-arounds for two v1.59.1 stalls (FIFO upload reservations vs map
 //     order, and a lost wake-up with UploadRateLimiter).
+//   - The TCP listener and dialer are ours (the library's built-in TCP
+//     socket is disabled): every socket gets the congestion control of
+//     socketControl (see DefaultCongestionControl).
 //   - When listening on a specific IP, every outgoing connection (peers,
 //     tracker, web seeds) is bound to it, so that peers and the tracker see
 //     the address registered in /dc/agents, and a peer banned for bad data
@@ -47,13 +72,12 @@ type clientOptions struct {
 //     pieces instead, of pieces a peer can send (steering).
 //   - DefaultStorage refuses everything: each torrent gets its own storage
 //     rooted in a directory named by a verified hash (never by metainfo).
-func newClient(o clientOptions) (*torrent.Client, error) {
+func newClient(o clientOptions) (*client, error) {
 	host, portStr, err := net.SplitHostPort(o.ListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen address %q: want ip:port: %w", o.ListenAddr, err)
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
+	if _, err := strconv.Atoi(portStr); err != nil {
 		return nil, fmt.Errorf("listen address %q: bad port: %w", o.ListenAddr, err)
 	}
 	var ip netip.Addr
@@ -63,11 +87,11 @@ func newClient(o clientOptions) (*torrent.Client, error) {
 		}
 	}
 	cfg := torrent.NewDefaultClientConfig()
-	cfg.ListenHost = func(string) string { return host }
-	cfg.ListenPort = port
 	cfg.Seed = true
 	cfg.NoDHT = true
 	cfg.DisablePEX = true
+	cfg.DisableTCP = true // ours, below
+	cfg.DialForPeerConns = false
 	cfg.DisableUTP = true
 	cfg.DisableWebtorrent = true
 	cfg.NoDefaultPortForwarding = true
@@ -88,36 +112,42 @@ func newClient(o clientOptions) (*torrent.Client, error) {
 	if o.OnUsefulData != nil {
 		cfg.Callbacks.ReceivedUsefulData = append(cfg.Callbacks.ReceivedUsefulData, o.OnUsefulData)
 	}
-	var bound *net.Dialer
+	network := "tcp"
+	var bindIP net.IP
 	if ip.IsValid() {
 		if ip.Is4() {
 			cfg.DisableIPv6 = true
+			network = "tcp4"
 		} else {
 			cfg.DisableIPv4 = true
+			network = "tcp6"
 		}
 		if !ip.IsUnspecified() {
-			bound = &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip.AsSlice()}, Timeout: 10 * time.Second}
-			cfg.DialForPeerConns = false // replaced by the bound dialer below
-			cfg.TrackerDialContext = bound.DialContext
-			cfg.HTTPDialContext = bound.DialContext
+			bindIP = ip.AsSlice()
 		}
+	}
+	ctl := newSocketControl(o.CongestionControl, o.Logger)
+	d := ctl.dialer(bindIP)
+	d.KeepAlive = -1 // BitTorrent connections keep themselves alive
+	cfg.TrackerDialContext = d.DialContext
+	cfg.HTTPDialContext = d.DialContext
+	lc := net.ListenConfig{Control: ctl.Control, KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), network, o.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("start bittorrent client: listen on %s: %w", o.ListenAddr, err)
 	}
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
+		ln.Close()
 		return nil, fmt.Errorf("start bittorrent client on %s: %w", o.ListenAddr, err)
 	}
-	if bound != nil {
-		network := "tcp4"
-		if ip.Is6() {
-			network = "tcp6"
-		}
-		cl.AddDialer(torrent.NetworkDialer{Network: network, Dialer: bound})
-	}
-	return cl, nil
+	cl.AddDialer(torrent.NetworkDialer{Network: network, Dialer: d})
+	cl.AddListener(ln)
+	return &client{Client: cl, ln: ln}, nil
 }
 
 // clientAddr is the client's listen address with the configured host.
-func clientAddr(cl *torrent.Client, listenAddr string) string {
+func clientAddr(cl *client, listenAddr string) string {
 	host, _, _ := net.SplitHostPort(listenAddr)
 	return net.JoinHostPort(host, strconv.Itoa(cl.LocalPort()))
 }

@@ -73,6 +73,10 @@ type NodeConfig struct {
 	// (nil: unlimited).
 	UploadRateLimiter   *rate.Limiter
 	DownloadRateLimiter *rate.Limiter
+	// CongestionControl is the TCP congestion control of the node's swarm
+	// and web seed sockets ("": DefaultCongestionControl; "system": the
+	// kernel's default).
+	CongestionControl string
 }
 
 // Node fetches blobs through the swarm into its store, seeds them, keeps
@@ -81,7 +85,7 @@ type Node struct {
 	cfg      NodeConfig
 	log      *slog.Logger
 	store    *Store
-	cl       *torrent.Client
+	cl       *client
 	racks    *RackMap
 	locker   *mlock.Locker
 	peerAddr string
@@ -149,11 +153,12 @@ func NewNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		regions: map[string]*mlock.Region{},
 	}
 	n.cl, err = newClient(clientOptions{
-		ListenAddr:    cfg.ListenAddr,
-		UploadLimiter: cfg.UploadRateLimiter,
-		DownloadLimit: cfg.DownloadRateLimiter,
-		Logger:        cfg.Logger.With("component", "bittorrent", "machine", cfg.Machine),
-		OnUsefulData:  n.onUsefulData,
+		ListenAddr:        cfg.ListenAddr,
+		UploadLimiter:     cfg.UploadRateLimiter,
+		DownloadLimit:     cfg.DownloadRateLimiter,
+		Logger:            cfg.Logger.With("component", "bittorrent", "machine", cfg.Machine),
+		OnUsefulData:      n.onUsefulData,
+		CongestionControl: cfg.CongestionControl,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -192,7 +197,7 @@ func (n *Node) Racks() *RackMap { return n.racks }
 func (n *Node) Locker() *mlock.Locker { return n.locker }
 
 // Client exposes the BitTorrent client (status pages, benchmarks).
-func (n *Node) Client() *torrent.Client { return n.cl }
+func (n *Node) Client() *torrent.Client { return n.cl.Client }
 
 // Close stops the client and unlocks every region.
 func (n *Node) Close() error {
@@ -357,7 +362,7 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 		return "", err
 	}
 	n.byIH.Store(ct.infoHash, bs) // before the partial dir exists: gcPartial spares it
-	t, err := addDownload(n.cl, n.store, ct)
+	t, err := addDownload(n.cl.Client, n.store, ct)
 	if err != nil {
 		n.byIH.Delete(ct.infoHash)
 		return "", err
@@ -372,23 +377,29 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 	trackers := announceURLs(ct.mi, b.Trackers)
 	segBegin, segEnd := n.spreadSegment(t.NumPieces())
 	st := newSteering(segBegin, segEnd, ct.info.PieceLength, n.cfg.RequestWindow)
+	defer st.start(t)()
 
-	// The loop runs every steerEvery so that a piece a peer just announced
-	// is wanted soon (steer); progress is reported every 250 ms.
+	// The loop steers every steerEvery so that a piece a peer just
+	// announced is wanted soon (steer); every bookEvery ticks it counts
+	// bytes, watches for a stall and reports progress (every 250 ms).
 	tick := time.NewTicker(steerEvery)
 	defer tick.Stop()
-	var reported time.Time
 	last, lastAt, lastProgress := t.BytesCompleted(), time.Now(), time.Now()
 	webseeded := false
 	watch := newStallWatch(n.cfg.RerouteAfter, lastProgress)
-	for !t.Complete().Bool() {
+	for k := 0; !t.Complete().Bool(); k++ {
 		select {
 		case <-ctx.Done():
 			// Keep the partial data for a later Fetch; stop downloading.
 			n.dropTorrent(bs, ct.infoHash)
 			return "", fmt.Errorf("fetch %s: %w", bs.id, ctx.Err())
 		case <-t.Complete().On():
+			continue
 		case <-tick.C:
+		}
+		st.steer(t)
+		if k%bookEvery != 0 {
+			continue
 		}
 		now, got := time.Now(), t.BytesCompleted()
 		bs.mu.Lock()
@@ -404,8 +415,8 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 			if lv >= levelDC {
 				st.recover(int(pieceOffset(n.cfg.Machine) % uint64(max(t.NumPieces(), 1))))
 			}
+			st.steer(t)
 		}
-		st.steer(t)
 		last, lastAt = got, now
 		stall := n.cfg.StallTimeout
 		if webseeded {
@@ -431,8 +442,7 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 			bs.source = SourceWebSeed
 			bs.mu.Unlock()
 		}
-		if onProgress != nil && now.Sub(reported) >= 250*time.Millisecond {
-			reported = now
+		if onProgress != nil {
 			onProgress(n.progressOf(bs))
 		}
 	}
@@ -576,7 +586,7 @@ func (n *Node) seedStored(h string) error {
 	if err != nil {
 		return err
 	}
-	t, err := addStored(n.ctx, n.cl, n.store, ct)
+	t, err := addStored(n.ctx, n.cl.Client, n.store, ct)
 	if err != nil {
 		if n.ctx.Err() == nil {
 			n.log.Error("stored blob is corrupt; removing it", "blob", IDOf(h), "err", err)

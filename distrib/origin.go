@@ -44,6 +44,8 @@ type OriginConfig struct {
 	UploadRateLimiter *rate.Limiter
 	// DisableBitTorrent serves HTTP only (web seed and tracker).
 	DisableBitTorrent bool
+	// CongestionControl of the seeder's sockets (see NodeConfig).
+	CongestionControl string
 	// DC is the origin's data center ("" unknown): racks of other data
 	// centers then pull the blob across the WAN through one DC gateway.
 	DC string
@@ -60,7 +62,7 @@ type Origin struct {
 	seen    sync.Map // blob hex -> true: published (see published)
 	cfg     OriginConfig
 	log     *slog.Logger
-	cl      *torrent.Client
+	cl      *client
 	racks   *RackMap
 	tracker *Tracker
 	ln      net.Listener
@@ -90,7 +92,8 @@ func NewOrigin(cfg OriginConfig) (*Origin, error) {
 	}
 	var origins []netip.AddrPort
 	if !cfg.DisableBitTorrent {
-		cl, err := newClient(clientOptions{ListenAddr: cfg.ListenAddr, UploadLimiter: cfg.UploadRateLimiter, Logger: cfg.Logger.With("component", "origin-bt")})
+		cl, err := newClient(clientOptions{ListenAddr: cfg.ListenAddr, UploadLimiter: cfg.UploadRateLimiter, Logger: cfg.Logger.With("component", "origin-bt"),
+			CongestionControl: cfg.CongestionControl})
 		if err != nil {
 			return nil, fmt.Errorf("origin: %w", err)
 		}
@@ -289,7 +292,7 @@ func (o *Origin) seed(ctx context.Context, h string) error {
 		return err
 	}
 	start := time.Now()
-	t, err := addStored(ctx, o.cl, o.cfg.Store, ct)
+	t, err := addStored(ctx, o.cl.Client, o.cfg.Store, ct)
 	if err != nil {
 		return err
 	}

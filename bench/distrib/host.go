@@ -23,8 +23,8 @@ import (
 
 // hostFlags configure one host process.
 type hostFlags struct {
-	mode, machine, rack, dc, dir, listen, zk, id, url string
-	size, window                                      int64
+	mode, machine, rack, dc, dir, listen, zk, id, url, cc string
+	size, window                                          int64
 }
 
 // fetcher gets the blob onto one host. It is built (connected, registered)
@@ -61,6 +61,7 @@ func hostMain(args []string) error {
 	fs.StringVar(&f.url, "url", "", "web seed URL of the blob")
 	fs.Int64Var(&f.size, "size", 0, "blob size")
 	fs.Int64Var(&f.window, "request-window", 0, "distrib request window (0: default)")
+	fs.StringVar(&f.cc, "cc", "", "distrib.NodeConfig.CongestionControl")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

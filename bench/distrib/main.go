@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"dcroll/distrib"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -57,24 +58,25 @@ func swarmMode(m string) bool {
 
 // Config is one benchmark run.
 type Config struct {
-	Size         int64         `json:"size"`              // blob size in bytes
-	Racks        int           `json:"racks"`             // racks of hosts
-	Hosts        int           `json:"hosts"`             // hosts per rack
-	HostMbit     float64       `json:"host_mbit"`         // host link, each direction
-	UplinkMbit   float64       `json:"uplink_mbit"`       // rack uplink, each direction
-	SeederMbit   float64       `json:"seeder_mbit"`       // seeder link, each direction
-	PieceLength  int64         `json:"piece_length"`      // torrent piece length (0: distrib's default)
-	Window       int64         `json:"request_window"`    // distrib.NodeConfig.RequestWindow (0: default, < 0: none)
-	ChainSpan    int           `json:"chain_span"`        // distrib.Ranking.ChainSpan (0: default)
-	NotSentLowat int64         `json:"tcp_notsent_lowat"` // net.ipv4.tcp_notsent_lowat in every host and seeder namespace (0: kernel default)
-	MTU          int           `json:"mtu"`               // link MTU
-	Modes        []string      `json:"modes"`             // modes to run, in order
-	WANMbit      float64       `json:"wan_mbit"`          // wan mode: the link between the data centers
-	WANDelay     time.Duration `json:"wan_delay_ns"`      // wan mode: netem delay, each direction
-	Timeout      time.Duration `json:"-"`                 // per mode
-	Out          string        `json:"-"`                 // results directory ("" = print only)
-	Work         string        `json:"-"`                 // scratch directory (default: a temp dir)
-	Keep         bool          `json:"-"`                 // keep the scratch directory
+	Size         int64         `json:"size"`               // blob size in bytes
+	Racks        int           `json:"racks"`              // racks of hosts
+	Hosts        int           `json:"hosts"`              // hosts per rack
+	HostMbit     float64       `json:"host_mbit"`          // host link, each direction
+	UplinkMbit   float64       `json:"uplink_mbit"`        // rack uplink, each direction
+	SeederMbit   float64       `json:"seeder_mbit"`        // seeder link, each direction
+	PieceLength  int64         `json:"piece_length"`       // torrent piece length (0: distrib's default)
+	Window       int64         `json:"request_window"`     // distrib.NodeConfig.RequestWindow (0: default, < 0: none)
+	ChainSpan    int           `json:"chain_span"`         // distrib.Ranking.ChainSpan (0: default)
+	NotSentLowat int64         `json:"tcp_notsent_lowat"`  // net.ipv4.tcp_notsent_lowat in every host and seeder namespace (0: kernel default)
+	CC           string        `json:"congestion_control"` // distrib's TCP congestion control ("": its default; "system": the kernel's)
+	MTU          int           `json:"mtu"`                // link MTU
+	Modes        []string      `json:"modes"`              // modes to run, in order
+	WANMbit      float64       `json:"wan_mbit"`           // wan mode: the link between the data centers
+	WANDelay     time.Duration `json:"wan_delay_ns"`       // wan mode: netem delay, each direction
+	Timeout      time.Duration `json:"-"`                  // per mode
+	Out          string        `json:"-"`                  // results directory ("" = print only)
+	Work         string        `json:"-"`                  // scratch directory (default: a temp dir)
+	Keep         bool          `json:"-"`                  // keep the scratch directory
 }
 
 func main() {
@@ -123,6 +125,7 @@ func benchMain(args []string) error {
 	fs.IntVar(&cfg.MTU, "mtu", 1500, "link MTU")
 	fs.IntVar(&cfg.ChainSpan, "chain-span", 0, "distrib.Ranking.ChainSpan: chain neighbours on each side (0: distrib's default)")
 	fs.Int64Var(&cfg.NotSentLowat, "notsent-lowat", 0, "net.ipv4.tcp_notsent_lowat for every host and the seeder, bytes (0: kernel default, unlimited)")
+	fs.StringVar(&cfg.CC, "cc", "", "TCP congestion control of distrib's sockets (empty: distrib's default, "+distrib.DefaultCongestionControl+"; system: the kernel's; reno, cubic, bbr)")
 	fs.Float64Var(&cfg.WANMbit, "wan-mbit", 8, "wan mode: Mbit/s between the data centers, each direction")
 	fs.DurationVar(&cfg.WANDelay, "wan-delay", 20*time.Millisecond, "wan mode: delay each direction (netem)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 15*time.Minute, "give up on a mode after this long")

@@ -18,11 +18,11 @@ import (
 
 // originFlags configure the seeder process.
 type originFlags struct {
-	mode, file, dir, zk, listen, httpAddr, dc string
-	pieceLength                               int64
-	chainSpan                                 int
-	agents                                    []string      // machines the tracker must know before "synced"
-	syncs                                     chan struct{} // a "sync" line arrived on stdin
+	mode, file, dir, zk, listen, httpAddr, dc, cc string
+	pieceLength                                   int64
+	chainSpan                                     int
+	agents                                        []string      // machines the tracker must know before "synced"
+	syncs                                         chan struct{} // a "sync" line arrived on stdin
 }
 
 func originMain(args []string) error {
@@ -37,6 +37,7 @@ func originMain(args []string) error {
 	fs.StringVar(&f.httpAddr, "http", "", "HTTP address ip:port (web seed, tracker)")
 	fs.Int64Var(&f.pieceLength, "piece-length", 0, "piece length (0: default)")
 	fs.IntVar(&f.chainSpan, "chain-span", 0, "distrib.Ranking.ChainSpan")
+	fs.StringVar(&f.cc, "cc", "", "distrib.OriginConfig.CongestionControl")
 	agents := fs.String("agents", "", "comma-separated machines to wait for on \"sync\"")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -320,7 +320,7 @@ func runMode(ctx context.Context, topo *netns.Topology, cfg Config, mode string,
 		"-mode", mode, "-file", b.Path, "-dir", filepath.Join(dir, "origin"), "-zk", zkAddr, "-dc", dataCenter,
 		"-listen", net.JoinHostPort(topo.Seeder.IP.String(), strconv.Itoa(peerPort)),
 		"-http", net.JoinHostPort(topo.Seeder.IP.String(), strconv.Itoa(originHTTP)),
-		"-piece-length", strconv.FormatInt(cfg.PieceLength, 10), "-chain-span", strconv.Itoa(cfg.ChainSpan), "-agents", strings.Join(machines(topo), ","))
+		"-piece-length", strconv.FormatInt(cfg.PieceLength, 10), "-chain-span", strconv.Itoa(cfg.ChainSpan), "-cc", cfg.CC, "-agents", strings.Join(machines(topo), ","))
 	if err != nil {
 		return mr, err
 	}
@@ -346,7 +346,7 @@ func runMode(ctx context.Context, topo *netns.Topology, cfg Config, mode string,
 			"-mode", mode, "-machine", h.Machine, "-rack", h.Rack, "-dc", dcOf(h.Rack), "-dir", filepath.Join(dir, h.Machine),
 			"-listen", net.JoinHostPort(h.IP.String(), strconv.Itoa(peerPort)),
 			"-zk", zkAddr, "-id", ready.ID, "-url", ready.URL, "-size", strconv.FormatInt(b.Size, 10),
-			"-request-window", strconv.FormatInt(cfg.Window, 10))
+			"-request-window", strconv.FormatInt(cfg.Window, 10), "-cc", cfg.CC)
 		if err != nil {
 			return mr, err
 		}

@@ -54,7 +54,7 @@ func runSwarmOrigin(ctx context.Context, f originFlags, log *slog.Logger) error 
 		return err
 	}
 	o, err := distrib.NewOrigin(distrib.OriginConfig{
-		Store: st, Conn: conn, ListenAddr: f.listen, HTTPAddr: f.httpAddr, Logger: log, DC: f.dc,
+		Store: st, Conn: conn, ListenAddr: f.listen, HTTPAddr: f.httpAddr, Logger: log, DC: f.dc, CongestionControl: f.cc,
 		Ranking: distrib.Ranking{Random: f.mode == ModeRandom, ChainSpan: f.chainSpan}, OnAnswer: logAnswer(log),
 	})
 	if err != nil {
@@ -225,7 +225,7 @@ func newSwarmFetcher(ctx context.Context, f hostFlags, log *slog.Logger) (fetche
 		return nil, err
 	}
 	node, err := distrib.NewNode(ctx, distrib.NodeConfig{DataDir: f.dir, ListenAddr: f.listen, Conn: conn, Machine: f.machine, Logger: log,
-		RequestWindow: f.window})
+		RequestWindow: f.window, CongestionControl: f.cc})
 	if err != nil {
 		conn.Close()
 		return nil, err
