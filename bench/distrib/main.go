@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"dcroll/distrib"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,6 +15,9 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"dcroll/distrib"
 	"dcroll/integration/netns"
 )
 
@@ -77,6 +79,12 @@ type Config struct {
 	Out          string        `json:"-"`                  // results directory ("" = print only)
 	Work         string        `json:"-"`                  // scratch directory (default: a temp dir)
 	Keep         bool          `json:"-"`                  // keep the scratch directory
+	// Tmpfs puts the scratch directory (every host's data dir) on a tmpfs:
+	// the 24 hosts of the fabric share one machine's disk, where a fleet
+	// has a disk each; writing back 3 GiB to one virtual disk cost CPU the
+	// hosts needed (128 MiB: last host 86.3 s on the disk, 79.8 s on
+	// tmpfs, the same code).
+	Tmpfs bool `json:"tmpfs"`
 }
 
 func main() {
@@ -131,7 +139,8 @@ func benchMain(args []string) error {
 	fs.DurationVar(&cfg.Timeout, "timeout", 15*time.Minute, "give up on a mode after this long")
 	fs.StringVar(&cfg.Out, "out", "bench/results", "directory for distrib-<date>.{json,md} (empty: print only)")
 	fs.StringVar(&cfg.Work, "work", "", "scratch directory (default: a new temp dir, removed afterwards)")
-	fs.BoolVar(&cfg.Keep, "keep", false, "keep the scratch directory (logs, data dirs)")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the scratch directory (logs, data dirs; a tmpfs stays mounted)")
+	fs.BoolVar(&cfg.Tmpfs, "tmpfs", true, "put the scratch directory on a tmpfs (the hosts share one disk, a fleet has one each); ignored with -work")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -245,7 +254,8 @@ func parseSize(s string) (int64, error) {
 }
 
 // scratch makes the run's scratch directory; leftovers of crashed runs
-// (dcb-bench-* in the temp dir) are removed first.
+// (dcb-bench-* in the temp dir) are removed first. With cfg.Tmpfs a tmpfs
+// is mounted on it (see Config.Tmpfs), unmounted again by the cleanup.
 func scratch(cfg Config) (string, func(), error) {
 	if cfg.Work != "" {
 		if err := os.MkdirAll(cfg.Work, 0o755); err != nil {
@@ -255,15 +265,33 @@ func scratch(cfg Config) (string, func(), error) {
 	}
 	old, _ := filepath.Glob(filepath.Join(os.TempDir(), "dcb-bench-*"))
 	for _, d := range old {
+		_ = unix.Unmount(d, unix.MNT_DETACH) // a crashed run's tmpfs, if any
 		_ = os.RemoveAll(d)
 	}
 	dir, err := os.MkdirTemp("", "dcb-bench-")
 	if err != nil {
 		return "", nil, err
 	}
-	return dir, func() {
-		if !cfg.Keep {
+	mounted := false
+	if cfg.Tmpfs {
+		// Every host's copy, the origin's, the blob itself, and room for
+		// logs and partial files.
+		size := int64(cfg.Racks*cfg.Hosts+2)*cfg.Size + cfg.Size/2 + 256<<20
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.FormatInt(size, 10)+",mode=0755"); err != nil {
 			_ = os.RemoveAll(dir)
+			return "", nil, fmt.Errorf("mount a tmpfs of %d MiB on %s (run as root, or -tmpfs=false): %w", size>>20, dir, err)
 		}
+		mounted = true
+	}
+	return dir, func() {
+		if cfg.Keep {
+			return
+		}
+		if mounted {
+			if err := unix.Unmount(dir, 0); err != nil {
+				slog.Warn("unmount scratch tmpfs", "dir", dir, "err", err)
+			}
+		}
+		_ = os.RemoveAll(dir)
 	}, nil
 }

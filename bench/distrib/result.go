@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"dcroll/distrib"
 	"dcroll/integration/netns"
 )
 
@@ -311,8 +312,15 @@ func (r *Result) Markdown() string {
 	c := r.Config
 	var b strings.Builder
 	fmt.Fprintf(&b, "## distrib benchmark %s\n\n", r.Date.Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(&b, "%d racks x %d hosts, blob %s, host link %g Mbit/s, rack uplink %g Mbit/s, seeder %g Mbit/s (seeder on the core switch), MTU %d, piece length %s.\n\n",
-		c.Racks, c.Hosts, human(c.Size), c.HostMbit, c.UplinkMbit, c.SeederMbit, c.MTU, pieceLen(c.PieceLength))
+	data, cc := "on the machine's disk", c.CC
+	if c.Tmpfs {
+		data = "on a tmpfs (one disk per host, as in a fleet)"
+	}
+	if cc == "" {
+		cc = distrib.DefaultCongestionControl
+	}
+	fmt.Fprintf(&b, "%d racks x %d hosts, blob %s, host link %g Mbit/s, rack uplink %g Mbit/s, seeder %g Mbit/s (seeder on the core switch), MTU %d, piece length %s; hosts' data %s; dcroll's TCP congestion control %s (aria2c: the kernel's).\n\n",
+		c.Racks, c.Hosts, human(c.Size), c.HostMbit, c.UplinkMbit, c.SeederMbit, c.MTU, pieceLen(c.PieceLength), data, cc)
 	fmt.Fprintf(&b, "Lower bound S/min(host, uplink) = %.1f s; central copy's own bound N*S/seeder = %.1f s; one copy per rack = S x %d = %s.\n\n",
 		r.BoundSeconds, r.CentralBoundSeconds, c.Racks, human(r.OneCopyPerRack))
 	b.WriteString("| mode | all hosts (s) | median host (s) | x bound | median x bound | into racks | x (S x racks) | seeder sent (x S) | bench CPU (cores) | machine CPU busy | verified | sources | fault |\n")

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -266,6 +267,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		mctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		mr, err := runMode(mctx, topo, cfg, mode, b, zkAddr, filepath.Join(work, mode), log)
 		cancel()
+		if !cfg.Keep {
+			// The mode's copies of the blob (logs stay): the next mode needs
+			// the room (a tmpfs holds one mode's copies).
+			if derr := dropCopies(filepath.Join(work, mode)); derr != nil {
+				log.Warn("remove the mode's data", "mode", mode, "err", derr)
+			}
+		}
 		if err != nil {
 			mr.Err = err.Error()
 			log.Error("mode failed", "mode", mode, "err", err)
@@ -280,6 +288,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	}
 	res.finish()
 	return res, nil
+}
+
+// dropCopies removes every file under dir but the logs.
+func dropCopies(dir string) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(path, ".log") {
+			return err
+		}
+		return os.Remove(path)
+	})
 }
 
 // hostState is what the benchmark knows of a host during a mode, from its
