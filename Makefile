@@ -46,8 +46,10 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./spec/ ./agent/ ./distrib/
 
-# make bench-distrib: swarm vs random swarm vs central copy on real test
-# hosts in network namespaces (needs root, iproute2 and tc).
+# make bench-distrib: dcroll's rack-aware swarm beside aria2c + opentracker,
+# a dead chain member, a dead gateway, a dead origin and two data centers,
+# on 24 test hosts in network namespaces (needs root, iproute2 and tc;
+# ~15 min; bench/README.md).
 bench-distrib: deps
 	$(GO) run ./bench/distrib -out bench/results
 

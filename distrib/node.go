@@ -379,15 +379,16 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 	st := newSteering(segBegin, segEnd, ct.info.PieceLength, n.cfg.RequestWindow)
 	defer st.start(t)()
 
-	// The loop steers every steerEvery so that a piece a peer just
-	// announced is wanted soon (steer); every bookEvery ticks it counts
-	// bytes, watches for a stall and reports progress (every 250 ms).
+	// The loop steers every steerEvery, so that a piece a peer just
+	// announced is wanted soon, and whenever a piece completes (steer);
+	// every bookEvery it counts bytes, watches for a stall and reports
+	// progress.
 	tick := time.NewTicker(steerEvery)
 	defer tick.Stop()
 	last, lastAt, lastProgress := t.BytesCompleted(), time.Now(), time.Now()
 	webseeded := false
 	watch := newStallWatch(n.cfg.RerouteAfter, lastProgress)
-	for k := 0; !t.Complete().Bool(); k++ {
+	for !t.Complete().Bool() {
 		select {
 		case <-ctx.Done():
 			// Keep the partial data for a later Fetch; stop downloading.
@@ -395,10 +396,11 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 			return "", fmt.Errorf("fetch %s: %w", bs.id, ctx.Err())
 		case <-t.Complete().On():
 			continue
+		case <-st.changes.completed:
 		case <-tick.C:
 		}
 		st.steer(t)
-		if k%bookEvery != 0 {
+		if time.Since(lastAt) < bookEvery {
 			continue
 		}
 		now, got := time.Now(), t.BytesCompleted()
@@ -410,7 +412,7 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 		if got > last {
 			lastProgress = now
 		}
-		if lv := watch.observe(now, peerConnAddrs(t), got > last, got > 0); lv >= 0 && !t.Complete().Bool() {
+		if lv := watch.observe(now, stallTick{conns: peerConnAddrs(t), progressed: got > last, started: got > 0, offered: st.offered()}); lv >= 0 && !t.Complete().Bool() {
 			n.reroute(ctx, t, ct, trackers, lv)
 			if lv >= levelDC {
 				st.recover(int(pieceOffset(n.cfg.Machine) % uint64(max(t.NumPieces(), 1))))

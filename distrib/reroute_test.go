@@ -24,6 +24,7 @@ func TestStallWatch(t *testing.T) {
 		conns      []string
 		progressed bool
 		started    bool
+		offered    bool
 		want       int
 	}
 	for _, tc := range []struct {
@@ -31,44 +32,63 @@ func TestStallWatch(t *testing.T) {
 		steps []step
 	}{
 		{"waiting for the first piece is not a stall", []step{
-			{1 * time.Second, []string{"a"}, false, false, -1},
-			{10 * time.Second, []string{"a"}, false, false, -1},
+			{1 * time.Second, []string{"a"}, false, false, false, -1},
+			{10 * time.Second, []string{"a"}, false, false, false, -1},
 		}},
 		{"a lost peer then silence re-routes after RerouteAfter", []step{
-			{0, []string{"a", "b"}, true, true, -1},
-			{500 * time.Millisecond, []string{"b"}, false, true, -1},
-			{1999 * time.Millisecond, []string{"b"}, false, true, -1},
-			{2 * time.Second, []string{"b"}, false, true, levelTracker},
-			{3 * time.Second, []string{"b"}, false, true, -1}, // one level per 2 x RerouteAfter
-			{6 * time.Second, []string{"b"}, false, true, levelRack},
-			{10 * time.Second, []string{"b"}, false, true, levelDC},
-			{14 * time.Second, []string{"b"}, false, true, levelAll},
-			{18 * time.Second, []string{"b"}, false, true, levelAll},
+			{0, []string{"a", "b"}, true, true, true, -1},
+			{500 * time.Millisecond, []string{"b"}, false, true, true, -1},
+			{1999 * time.Millisecond, []string{"b"}, false, true, true, -1},
+			{2 * time.Second, []string{"b"}, false, true, true, levelTracker},
+			{3 * time.Second, []string{"b"}, false, true, true, -1}, // one level per 2 x RerouteAfter
+			{6 * time.Second, []string{"b"}, false, true, true, levelRack},
+			{10 * time.Second, []string{"b"}, false, true, true, levelDC},
+			{14 * time.Second, []string{"b"}, false, true, true, levelAll},
+			{18 * time.Second, []string{"b"}, false, true, true, levelAll},
+		}},
+		{"a lost peer with nothing offered by the rest re-routes after RerouteAfter/2", []step{
+			{0, []string{"a", "b"}, true, true, true, -1},
+			{100 * time.Millisecond, []string{"b"}, false, true, false, -1},
+			{999 * time.Millisecond, []string{"b"}, false, true, false, -1},
+			{1 * time.Second, []string{"b"}, false, true, false, levelTracker},
+		}},
+		{"a peer lost in a tick that still brought bytes counts", []step{
+			{0, []string{"a", "b"}, true, true, true, -1},
+			{250 * time.Millisecond, []string{"b"}, true, true, false, -1},
+			{1249 * time.Millisecond, []string{"b"}, false, true, false, -1},
+			{1250 * time.Millisecond, []string{"b"}, false, true, false, levelTracker},
 		}},
 		{"the level stays up after progress", []step{
-			{0, []string{"a", "b"}, true, true, -1},
-			{1 * time.Second, []string{"b"}, false, true, -1},
-			{2 * time.Second, []string{"b"}, false, true, levelTracker},
-			{3 * time.Second, []string{"b", "c"}, true, true, -1},
-			{4 * time.Second, []string{"c"}, false, true, -1},
-			{5 * time.Second, []string{"c"}, false, true, -1}, // 2 x RerouteAfter since the last re-route
-			{6 * time.Second, []string{"c"}, false, true, levelRack},
+			{0, []string{"a", "b"}, true, true, true, -1},
+			{1 * time.Second, []string{"b"}, false, true, true, -1},
+			{2 * time.Second, []string{"b"}, false, true, true, levelTracker},
+			{3 * time.Second, []string{"b", "c"}, true, true, true, -1},
+			{4 * time.Second, []string{"c"}, false, true, true, -1},
+			{5 * time.Second, []string{"c"}, false, true, true, -1}, // 2 x RerouteAfter since the last re-route
+			{6 * time.Second, []string{"c"}, false, true, true, levelRack},
 		}},
-		{"silence without a lost peer waits 3 x RerouteAfter once started", []step{
-			{0, []string{"a"}, true, true, -1},
-			{5 * time.Second, []string{"a"}, false, true, -1},
-			{6 * time.Second, []string{"a"}, false, true, levelTracker},
+		{"silence without a lost peer waits 3 x RerouteAfter when a peer offers pieces", []step{
+			{0, []string{"a"}, true, true, true, -1},
+			{5 * time.Second, []string{"a"}, false, true, true, -1},
+			{6 * time.Second, []string{"a"}, false, true, true, levelTracker},
+		}},
+		{"starved downstream of a dead member waits 6 x RerouteAfter", []step{
+			{0, []string{"a"}, true, true, false, -1},
+			{6 * time.Second, []string{"a"}, false, true, false, -1},
+			{11 * time.Second, []string{"a"}, false, true, false, -1},
+			{12 * time.Second, []string{"a"}, false, true, false, levelTracker},
 		}},
 		{"a lost peer while bytes flow is no stall", []step{
-			{0, []string{"a", "b"}, true, true, -1},
-			{1 * time.Second, []string{"b"}, true, true, -1},
-			{2500 * time.Millisecond, []string{"b"}, false, true, -1},
+			{0, []string{"a", "b"}, true, true, true, -1},
+			{1 * time.Second, []string{"b"}, true, true, true, -1},
+			{2500 * time.Millisecond, []string{"b"}, false, true, true, -1},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newStallWatch(after, t0)
 			for i, s := range tc.steps {
-				if got := w.observe(at(s.at), s.conns, s.progressed, s.started); got != s.want {
+				tk := stallTick{conns: s.conns, progressed: s.progressed, started: s.started, offered: s.offered}
+				if got := w.observe(at(s.at), tk); got != s.want {
 					t.Fatalf("step %d (%s): level %d, want %d", i, s.at, got, s.want)
 				}
 			}

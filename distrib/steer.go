@@ -37,10 +37,10 @@ const DefaultRequestWindow = 512 << 10
 // union of the peers' bitfields.
 const steerEvery = 25 * time.Millisecond
 
-// bookEvery is how many steer ticks apart a download counts its bytes,
-// watches for a stall and reports progress: every 250 ms (BytesCompleted
-// walks every piece: 4 % of the hosts' CPU when called every tick).
-const bookEvery = 10
+// bookEvery is how often a download counts its bytes, watches for a stall
+// and reports progress (BytesCompleted walks every piece: 4 % of the
+// hosts' CPU when called every steer).
+const bookEvery = 250 * time.Millisecond
 
 // steering is the request window of one download. It wants (priority >
 // none) only the first window pieces that some connected peer (or,
@@ -132,18 +132,28 @@ func (s *steering) drain(t *torrent.Torrent) {
 // values over one at a time through an unbuffered channel, and the steer
 // fell behind by seconds: a rack chain 20 % slower.)
 type pieceChanges struct {
-	sub  *pubsub.Subscription[torrent.PieceStateChange]
-	mu   sync.Mutex
-	seen map[int]bool
+	sub *pubsub.Subscription[torrent.PieceStateChange]
+	// completed receives (without blocking, capacity one) when a piece
+	// completes: the fetch loop steers at once instead of at its next tick,
+	// so the window refills while the last chunks of the others arrive.
+	completed chan struct{}
+	mu        sync.Mutex
+	seen      map[int]bool
 }
 
 func followPieces(t *torrent.Torrent) *pieceChanges {
-	c := &pieceChanges{sub: t.SubscribePieceStateChanges(), seen: map[int]bool{}}
+	c := &pieceChanges{sub: t.SubscribePieceStateChanges(), completed: make(chan struct{}, 1), seen: map[int]bool{}}
 	go func() {
 		for ch := range c.sub.Values {
 			c.mu.Lock()
 			c.seen[ch.Index] = true
 			c.mu.Unlock()
+			if ch.Complete {
+				select {
+				case c.completed <- struct{}{}:
+				default:
+				}
+			}
 		}
 	}()
 	return c
@@ -227,6 +237,10 @@ func (s *steering) steer(t *torrent.Torrent) {
 		s.apply(t, j, p)
 	}
 }
+
+// offered reports whether, at the last steer, a connected peer (or the web
+// seed) could send a piece this download lacks.
+func (s *steering) offered() bool { return len(s.order) > 0 }
 
 // recover switches to the per-host rotated order (see rotate), from
 // offset on.
