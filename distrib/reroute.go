@@ -325,7 +325,7 @@ func boundDialer(listenAddr string) *net.Dialer {
 	if err != nil || ip.IsUnspecified() {
 		return nil
 	}
-	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip.AsSlice()}, Timeout: 10 * time.Second}
+	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip.AsSlice()}, Timeout: dialTimeout}
 }
 
 // announceURLs lists the blob's HTTP trackers: the metainfo's, then the

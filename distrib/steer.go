@@ -1,6 +1,7 @@
 package distrib
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -78,8 +79,7 @@ type steering struct {
 	// benchmark fabric (128 MiB, 512 pieces), the steer 14 % in all.
 	changes           *pieceChanges
 	complete, partial []bool
-	set               []torrent.PiecePriority // what we last set
-	known             []bool                  // set[i] was set
+	set               []torrent.PiecePriority // what we last set (notSet: nothing yet)
 	order             []int                   // scratch
 	wanted            []bool                  // scratch
 }
@@ -100,7 +100,7 @@ func (s *steering) start(t *torrent.Torrent) (stop func()) {
 	s.changes = followPieces(t)
 	n := t.NumPieces()
 	s.complete, s.partial = make([]bool, n), make([]bool, n)
-	s.set, s.known, s.wanted = make([]torrent.PiecePriority, n), make([]bool, n), make([]bool, n)
+	s.set, s.wanted = slices.Repeat([]torrent.PiecePriority{notSet}, n), make([]bool, n)
 	i := 0
 	for _, run := range t.PieceStateRuns() {
 		for range run.Length {
@@ -238,6 +238,10 @@ func (s *steering) steer(t *torrent.Torrent) {
 	}
 }
 
+// notSet marks a piece whose priority steering has not set yet (above
+// every priority the library defines).
+const notSet torrent.PiecePriority = 255
+
 // offered reports whether, at the last steer, a connected peer (or the web
 // seed) could send a piece this download lacks.
 func (s *steering) offered() bool { return len(s.order) > 0 }
@@ -251,9 +255,9 @@ func (s *steering) recover(offset int) {
 }
 
 func (s *steering) apply(t *torrent.Torrent, i int, p torrent.PiecePriority) {
-	if s.known[i] && s.set[i] == p {
+	if s.set[i] == p {
 		return
 	}
-	s.set[i], s.known[i] = p, true
+	s.set[i] = p
 	t.Piece(i).SetPriority(p)
 }
