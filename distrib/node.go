@@ -65,9 +65,10 @@ type NodeConfig struct {
 	// progress before the node re-announces as stalled and then adds peers
 	// from the rack map (default DefaultRerouteAfter; see stallWatch).
 	RerouteAfter time.Duration
-	// RequestWindow is how many bytes of pieces a download asks for at
+	// RequestWindow is the least bytes of pieces a download asks for at
 	// once, rounded up to whole pieces, at least two (default
-	// DefaultRequestWindow; < 0: no limit). See steering.
+	// DefaultRequestWindow; < 0: no limit); it grows with the download's
+	// rate (windowSpan). See steering.
 	RequestWindow int64
 	// UploadRateLimiter and DownloadRateLimiter throttle BitTorrent traffic
 	// (nil: unlimited).
@@ -408,7 +409,9 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 		if dt := now.Sub(lastAt).Seconds(); dt > 0 {
 			bs.rate = 0.7*bs.rate + 0.3*float64(got-last)/dt
 		}
+		rate := bs.rate
 		bs.mu.Unlock()
+		st.adapt(rate)
 		if got > last {
 			lastProgress = now
 		}

@@ -23,21 +23,23 @@ import (
 	"dcroll/znodes"
 )
 
-// DefaultPieceLength is 256 KiB. A host can share a piece only once it
-// holds all of it, and anacrolix v1.59.1 keeps up to ~15 MiB of requests
-// outstanding per connection, served in random order: the larger the piece,
-// the later it completes at each hop of a rack's chain (see Ranking).
+// DefaultPieceLength is 128 KiB. A host can share a piece only once it
+// holds all of it, so each hop of a rack's chain (see Ranking) delays a
+// piece by about the request window (steering), at least two pieces.
 // Measured with bench/distrib (3 racks x 8 hosts, 128 MiB, 16 Mbit/s
-// hosts, chained racks with cross-rack gateway links): 256 KiB 118 s,
-// 1 MiB 134 s; without cross-rack links 256 KiB 96 s. Kraken's 4 MiB may
-// suit 10 Gbit/s links better: measure. Blobs over ~6.4 GiB get larger
-// pieces (maxPieces).
-const DefaultPieceLength = 256 << 10
+// hosts): chained racks with cross-rack gateway links, 256 KiB 118 s,
+// 1 MiB 134 s; without them 256 KiB 96 s; with steering and one connection
+// per peer, 256 KiB pieces and a 512 KiB window median host 72.9 s, 128 KiB
+// and 256 KiB 72.1 s (bound 67.1 s), at 1.12 cores instead of 0.77 for the
+// 24 hosts (twice the pieces to steer). Kraken's 4 MiB may suit 10 Gbit/s
+// links better: measure. Blobs over ~3.2 GiB get larger pieces
+// (maxPieces).
+const DefaultPieceLength = 128 << 10
 
 // maxPieces bounds the piece hashes (20 bytes each) in a metainfo to 512
 // KiB: the Blob znode carries the metainfo base64-encoded in JSON (x4/3)
-// and must stay under znodes.MaxPayload (900 KiB). 256 KiB pieces reach
-// it at ~6.4 GiB; larger blobs get larger pieces.
+// and must stay under znodes.MaxPayload (900 KiB). 128 KiB pieces reach
+// it at ~3.2 GiB; larger blobs get larger pieces.
 const maxPieces = (512 << 10) / 20
 
 // ErrBadMetainfo is wrapped when a published metainfo is unsafe or does not

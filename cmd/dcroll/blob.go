@@ -49,7 +49,7 @@ From built files to a pushed spec, two commands:
 				Flags: []cli.Flag{
 					storeFlag(),
 					&cli.StringFlag{Name: "origin", EnvVars: []string{"DCROLL_ORIGIN"}, Required: true, Usage: "the origin's HTTP `URL` (web seed and tracker), as agents reach it, e.g. http://10.0.0.1:7070"},
-					&cli.Int64Flag{Name: "piece-length", Usage: "BitTorrent piece length in bytes (default: 256 KiB, larger for huge blobs)"},
+					&cli.Int64Flag{Name: "piece-length", Usage: "BitTorrent piece length in bytes (default: 128 KiB, larger for blobs over 3.2 GiB)"},
 					&cli.StringSliceFlag{Name: "tracker", Usage: "announce `URL` (repeat; default ORIGIN/announce; add coordinators' http://HOST:7080/announce for trackers that survive the origin)"},
 					&cli.StringFlag{Name: "spec", Usage: "write the ids into `SPEC.yaml`: arguments are SERVICE=FILE"},
 					jsonFlag(),
