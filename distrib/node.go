@@ -388,7 +388,9 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 	defer tick.Stop()
 	last, lastAt, lastProgress := t.BytesCompleted(), time.Now(), time.Now()
 	webseeded := false
-	watch := newStallWatch(n.cfg.RerouteAfter, lastProgress)
+	watch := newStallWatch(n.cfg.RerouteAfter, lastProgress, n.inRack)
+	rec := newRecovery(n.cfg.Conn, n.log, ct.hex, n.cfg.Machine)
+	defer rec.leave()
 	for !t.Complete().Bool() {
 		select {
 		case <-ctx.Done():
@@ -398,6 +400,11 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 		case <-t.Complete().On():
 			continue
 		case <-st.changes.completed:
+		case names := <-rec.updates:
+			self, _ := n.racks.Machine(n.cfg.Machine)
+			if ps := rec.newPeers(n.racks, names, self.DC); len(ps) > 0 {
+				n.log.Info("stalled: adding peers from the recovering set", "blob", bs.id, "peers", len(ps), "added", n.addPeers(t, ps))
+			}
 		case <-tick.C:
 		}
 		st.steer(t)
@@ -416,8 +423,9 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 			lastProgress = now
 		}
 		if lv := watch.observe(now, stallTick{conns: peerConnAddrs(t), progressed: got > last, started: got > 0, offered: st.offered()}); lv >= 0 && !t.Complete().Bool() {
-			n.reroute(ctx, t, ct, trackers, lv)
-			if lv >= levelDC {
+			lv = n.reroute(ctx, t, ct, trackers, rec, lv, watch.fallback)
+			watch.ran(lv)
+			if lv >= levelRecovering {
 				st.recover(int(pieceOffset(n.cfg.Machine) % uint64(max(t.NumPieces(), 1))))
 			}
 			st.steer(t)

@@ -181,6 +181,23 @@ func (m *RackMap) Lookup(addr netip.AddrPort) (znodes.Agent, bool) {
 	return znodes.Agent{}, false
 }
 
+// InRack reports whether the peer at addr is an agent of rack in data
+// center dc: the agent registered with exactly addr, else any agent with
+// its IP (incoming connections come from ephemeral ports; test hosts may
+// share one). An address no agent has (an origin, a stranger) is not.
+func (m *RackMap) InRack(addr netip.AddrPort, dc, rack string) bool {
+	if m == nil {
+		return false
+	}
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if a, ok := m.byAddr[addr]; ok {
+		return a.DC == dc && a.Rack == rack
+	}
+	return slices.ContainsFunc(m.byIP[addr.Addr()], func(a znodes.Agent) bool { return a.DC == dc && a.Rack == rack })
+}
+
 // LookupExact finds the agent registered with exactly addr (ip:port): how
 // the tracker identifies announcers, since several clients may share an IP.
 func (m *RackMap) LookupExact(addr netip.AddrPort) (znodes.Agent, bool) {

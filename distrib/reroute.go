@@ -38,10 +38,11 @@ const announceTimeout = 2 * time.Second
 // Reroute levels: what the node adds when its download stalls. Each level
 // is tried once per stall, 2 x RerouteAfter apart, until bytes flow again.
 const (
-	levelTracker = iota // re-announce as stalled: the tracker drops dead members and re-ranks
-	levelRack           // every member of our rack from the rack map (tracker unreachable, or it had nothing new)
-	levelDC             // every agent of our data center (the rack holds no more than we have: origin gone)
-	levelAll            // every registered agent
+	levelTracker    = iota // re-announce as stalled: the tracker drops dead members and re-ranks
+	levelRack              // every member of our rack from the rack map (tracker unreachable, or it had nothing new)
+	levelRecovering        // join the blob's recovering set: trade with the other hosts that lost the origin (see recovery)
+	levelDC                // every agent of our data center (the set had nothing either, or no ZooKeeper)
+	levelAll               // every registered agent
 )
 
 // stallWatch decides when a fetch re-routes. A chain member legitimately
@@ -58,14 +59,24 @@ const (
 // all made the rack a mesh, measured at 1.5 instead of 1.9 MiB/s per host
 // for the rest of the blob). Levels escalate while the stall lasts, one per
 // 2 x RerouteAfter: a new source needs a connection, a handshake and an
-// unchoke before its first bytes.
+// unchoke before its first bytes. Two causes skip levels: a starved host
+// re-announces once and then waits (its chain is alive; adding the rack
+// made it a mesh: after the origin died, every gateway's upload went to all
+// seven members, 0.3 MB/s per host), and a host that lost a source beyond
+// its rack (the origin, another rack's gateway) skips the rack, which has
+// nothing that source had.
 type stallWatch struct {
 	after        time.Duration
-	peers        map[string]bool // remote addresses of the last tick's connections
-	lostAt       time.Time       // a connection went away (zero: none since the last progress)
+	inRack       func(addr string) bool // whether a peer is a member of our rack (nil: all are)
+	peers        map[string]bool        // remote addresses of the last tick's connections
+	lostAt       time.Time              // a connection went away (zero: none since the last progress)
+	lostBeyond   bool                   // ... and one of them was not of our rack
 	lastProgress time.Time
 	lastReroute  time.Time
 	level        int
+	// fallback is the level to run, for the stall observe last answered,
+	// when no tracker answers the re-announce (-1: none, wait).
+	fallback int
 }
 
 // stallTick is what a fetch saw since the last observation.
@@ -76,8 +87,8 @@ type stallTick struct {
 	offered    bool     // a connected peer has a piece we lack (steering.offered)
 }
 
-func newStallWatch(after time.Duration, now time.Time) *stallWatch {
-	return &stallWatch{after: after, peers: map[string]bool{}, lastProgress: now}
+func newStallWatch(after time.Duration, now time.Time, inRack func(string) bool) *stallWatch {
+	return &stallWatch{after: after, inRack: inRack, peers: map[string]bool{}, lastProgress: now, fallback: -1}
 }
 
 // observe records the tick's connections and progress; it returns the
@@ -87,9 +98,12 @@ func (w *stallWatch) observe(now time.Time, tk stallTick) int {
 	for _, c := range tk.conns {
 		cur[c] = true
 	}
-	lostNow := false
+	lostNow, beyondNow := false, false
 	for c := range w.peers {
-		lostNow = lostNow || !cur[c]
+		if !cur[c] {
+			lostNow = true
+			beyondNow = beyondNow || (w.inRack != nil && !w.inRack(c))
+		}
 	}
 	w.peers = cur
 	if tk.progressed {
@@ -100,28 +114,66 @@ func (w *stallWatch) observe(now time.Time, tk stallTick) int {
 		// the fleet needed 126 s for 32 MiB). A peer lost in this tick is
 		// still lost: its bytes came before it went (forgetting it made
 		// every successor of a killed chain member wait 6 s, not 0.5 s).
-		w.lastProgress, w.lostAt = now, time.Time{}
+		w.lastProgress, w.lostAt, w.lostBeyond = now, time.Time{}, false
 		if lostNow {
-			w.lostAt = now
+			w.lostAt, w.lostBeyond = now, beyondNow
 		}
 		return -1
 	}
-	if lostNow && w.lostAt.IsZero() {
-		w.lostAt = now
+	if lostNow {
+		if w.lostAt.IsZero() {
+			w.lostAt = now
+		}
+		w.lostBeyond = w.lostBeyond || beyondNow
 	}
 	quiet := now.Sub(w.lastProgress)
 	lost := !w.lostAt.IsZero() && (quiet >= w.after || (!tk.offered && quiet >= w.after/2))
-	frozen := tk.started && (tk.offered && quiet >= 3*w.after || quiet >= 6*w.after)
-	if !lost && !frozen {
+	frozen := tk.started && tk.offered && quiet >= 3*w.after
+	starved := tk.started && quiet >= 6*w.after
+	if !lost && !frozen && !starved {
 		return -1
 	}
 	if !w.lastReroute.IsZero() && now.Sub(w.lastReroute) < 2*w.after {
 		return -1
 	}
-	w.lastReroute = now
 	lv := w.level
-	w.level = min(w.level+1, levelAll)
+	switch {
+	case !lost && !frozen:
+		// Starved: re-announce (the tracker may know better), then wait.
+		if lv > levelTracker {
+			return -1
+		}
+		w.fallback = -1
+	case lost && w.lostBeyond:
+		if lv == levelRack {
+			lv = levelRecovering
+		}
+		w.fallback = levelRecovering
+	default:
+		w.fallback = levelRack
+	}
+	w.lastReroute = now
+	w.level = min(lv+1, levelAll)
 	return lv
+}
+
+// ran records that a re-route ran level (reroute may run a higher one than
+// observe asked for: with no tracker answering it goes to the rack map at
+// once), so the next starts above it.
+func (w *stallWatch) ran(level int) {
+	w.level = max(w.level, min(level+1, levelAll))
+}
+
+// inRack reports whether a connection's remote address is a member of
+// this node's rack (stallWatch.inRack). Without a rack of its own every
+// peer is.
+func (n *Node) inRack(addr string) bool {
+	self, ok := n.racks.Machine(n.cfg.Machine)
+	if !ok || self.Rack == "" {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	return err != nil || n.racks.InRack(ap, self.DC, self.Rack)
 }
 
 // peerConnAddrs lists the remote addresses of t's BitTorrent connections.
@@ -137,9 +189,10 @@ func peerConnAddrs(t *torrent.Torrent) []string {
 
 // reroute adds sources for a stalled download. Level levelTracker
 // re-announces to every tracker of the blob with the stalled flag; when no
-// tracker answers (the origin, which runs it, is gone) it goes straight to
-// the rack map. Returns how many peers were handed to the client.
-func (n *Node) reroute(ctx context.Context, t *torrent.Torrent, ct *checkedTorrent, trackers []string, level int) int {
+// tracker answers (the origin, which runs it, is gone) it runs fallback at
+// once (< 0: nothing). levelRecovering joins rec (its members are added as they
+// come). Returns the level it ran.
+func (n *Node) reroute(ctx context.Context, t *torrent.Torrent, ct *checkedTorrent, trackers []string, rec *recovery, level, fallback int) int {
 	if level == levelTracker {
 		var peers []netip.AddrPort
 		var errs []error
@@ -154,15 +207,28 @@ func (n *Node) reroute(ctx context.Context, t *torrent.Torrent, ct *checkedTorre
 		if len(trackers) > 0 && len(errs) < len(trackers) {
 			added := n.addPeers(t, peers)
 			n.log.Info("stalled: re-announced", "blob", IDOf(ct.hex), "peers", len(peers), "added", added)
-			return added
+			return level
 		}
-		n.log.Warn("stalled and no tracker answered; using the rack map", "blob", IDOf(ct.hex), "err", errors.Join(errs...))
-		level = levelRack
+		if fallback < 0 {
+			n.log.Info("stalled and no tracker answered; waiting for the rack's chain", "blob", IDOf(ct.hex), "err", errors.Join(errs...))
+			return levelTracker
+		}
+		n.log.Warn("stalled and no tracker answered; using the rack map", "blob", IDOf(ct.hex), "level", levelName(fallback), "err", errors.Join(errs...))
+		level = fallback
+	}
+	if level == levelRecovering {
+		err := rec.join(ctx)
+		if err == nil {
+			n.log.Info("stalled beyond the rack: joined the blob's recovering set", "blob", IDOf(ct.hex))
+			return level // its members come from the set's watch (fetch)
+		}
+		n.log.Warn("cannot join the blob's recovering set; adding the data center's agents", "blob", IDOf(ct.hex), "err", err)
+		level = levelDC
 	}
 	peers := n.mapPeers(level)
 	added := n.addPeers(t, peers)
 	n.log.Info("stalled: adding peers from the rack map", "blob", IDOf(ct.hex), "level", levelName(level), "peers", len(peers), "added", added)
-	return added
+	return level
 }
 
 func levelName(l int) string {
@@ -171,6 +237,8 @@ func levelName(l int) string {
 		return "tracker"
 	case levelRack:
 		return "rack"
+	case levelRecovering:
+		return "recovering"
 	case levelDC:
 		return "dc"
 	}

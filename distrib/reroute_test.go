@@ -27,6 +27,7 @@ func TestStallWatch(t *testing.T) {
 		offered    bool
 		want       int
 	}
+	inRack := func(addr string) bool { return addr != "origin" }
 	for _, tc := range []struct {
 		name  string
 		steps []step
@@ -42,9 +43,10 @@ func TestStallWatch(t *testing.T) {
 			{2 * time.Second, []string{"b"}, false, true, true, levelTracker},
 			{3 * time.Second, []string{"b"}, false, true, true, -1}, // one level per 2 x RerouteAfter
 			{6 * time.Second, []string{"b"}, false, true, true, levelRack},
-			{10 * time.Second, []string{"b"}, false, true, true, levelDC},
-			{14 * time.Second, []string{"b"}, false, true, true, levelAll},
+			{10 * time.Second, []string{"b"}, false, true, true, levelRecovering},
+			{14 * time.Second, []string{"b"}, false, true, true, levelDC},
 			{18 * time.Second, []string{"b"}, false, true, true, levelAll},
+			{22 * time.Second, []string{"b"}, false, true, true, levelAll},
 		}},
 		{"a lost peer with nothing offered by the rest re-routes after RerouteAfter/2", []step{
 			{0, []string{"a", "b"}, true, true, true, -1},
@@ -72,11 +74,20 @@ func TestStallWatch(t *testing.T) {
 			{5 * time.Second, []string{"a"}, false, true, true, -1},
 			{6 * time.Second, []string{"a"}, false, true, true, levelTracker},
 		}},
-		{"starved downstream of a dead member waits 6 x RerouteAfter", []step{
+		{"starved downstream of a dead member waits 6 x RerouteAfter, re-announces once, then waits", []step{
 			{0, []string{"a"}, true, true, false, -1},
 			{6 * time.Second, []string{"a"}, false, true, false, -1},
 			{11 * time.Second, []string{"a"}, false, true, false, -1},
 			{12 * time.Second, []string{"a"}, false, true, false, levelTracker},
+			{16 * time.Second, []string{"a"}, false, true, false, -1},
+			{30 * time.Second, []string{"a"}, false, true, false, -1},
+		}},
+		{"a lost source beyond the rack (the origin) skips the rack", []step{
+			{0, []string{"origin", "b"}, true, true, true, -1},
+			{100 * time.Millisecond, []string{"b"}, false, true, false, -1},
+			{1 * time.Second, []string{"b"}, false, true, false, levelTracker},
+			{5 * time.Second, []string{"b"}, false, true, false, levelRecovering},
+			{9 * time.Second, []string{"b"}, false, true, false, levelDC},
 		}},
 		{"a lost peer while bytes flow is no stall", []step{
 			{0, []string{"a", "b"}, true, true, true, -1},
@@ -85,7 +96,7 @@ func TestStallWatch(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newStallWatch(after, t0)
+			w := newStallWatch(after, t0, inRack)
 			for i, s := range tc.steps {
 				tk := stallTick{conns: s.conns, progressed: s.progressed, started: s.started, offered: s.offered}
 				if got := w.observe(at(s.at), tk); got != s.want {
@@ -93,6 +104,44 @@ func TestStallWatch(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStallWatchFallback: what a re-route runs when no tracker answers, by
+// the stall's cause, and that a level reroute ran instead is skipped next.
+func TestStallWatchFallback(t *testing.T) {
+	const after = time.Second
+	t0 := time.Unix(1000, 0)
+	inRack := func(addr string) bool { return addr != "origin" }
+	for _, tc := range []struct {
+		name         string
+		before, then []string
+		offered      bool
+		quiet        time.Duration
+		want         int
+	}{
+		{"lost a rack member: the rack map", []string{"a", "b"}, []string{"b"}, false, time.Second, levelRack},
+		{"lost the origin: the recovering set", []string{"origin", "b"}, []string{"b"}, false, time.Second, levelRecovering},
+		{"frozen: the rack map", []string{"a"}, []string{"a"}, true, 3 * time.Second, levelRack},
+		{"starved: nothing", []string{"a"}, []string{"a"}, false, 6 * time.Second, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newStallWatch(after, t0, inRack)
+			w.observe(t0, stallTick{conns: tc.before, progressed: true, started: true, offered: true})
+			if lv := w.observe(t0.Add(tc.quiet), stallTick{conns: tc.then, started: true, offered: tc.offered}); lv != levelTracker {
+				t.Fatalf("level %d, want the tracker first", lv)
+			}
+			if w.fallback != tc.want {
+				t.Fatalf("fallback %d, want %d", w.fallback, tc.want)
+			}
+		})
+	}
+	w := newStallWatch(after, t0, inRack)
+	w.observe(t0, stallTick{conns: []string{"a", "b"}, progressed: true, started: true, offered: true})
+	w.observe(t0.Add(time.Second), stallTick{conns: []string{"b"}, started: true})
+	w.ran(levelRack) // no tracker answered
+	if lv := w.observe(t0.Add(3*time.Second), stallTick{conns: []string{"b"}, started: true}); lv != levelRecovering {
+		t.Fatalf("after the rack map ran: level %d, want %d", lv, levelRecovering)
 	}
 }
 

@@ -23,6 +23,7 @@
 //	/dc/agents/<machine>             ephemeral   Agent: machine, rack, dc, peer address
 //	/dc/progress/<machine>           ephemeral   Progress: blob download progress for dashboards
 //	/dc/blobs/<sha256hex>            persistent  Blob: published blob: size, infohash, metainfo, origin URLs
+//	/dc/recovering/<sha256hex>/<machine> ephemeral (empty) the machine lost every source of the blob beyond its rack (origin gone) and trades with the others listed
 //	/dc/election/<name>/<guid>n-<seq> ephemeral-sequential leader election candidates
 //
 // Paths are built only by the methods of Paths; payloads are the structs in

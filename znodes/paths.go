@@ -98,15 +98,20 @@ func (p Paths) ProgressRoot() string           { return p.join("progress") }
 func (p Paths) Progress(machine string) string { return p.join("progress", machine) }
 func (p Paths) Blobs() string                  { return p.join("blobs") }
 func (p Paths) Blob(hex string) string         { return p.join("blobs", hex) }
-func (p Paths) ElectionRoot() string           { return p.join("election") }
-func (p Paths) Election(name string) string    { return p.join("election", name) }
+func (p Paths) RecoveringRoot() string         { return p.join("recovering") }
+func (p Paths) Recovering(hex string) string   { return p.join("recovering", hex) }
+func (p Paths) RecoveringMachine(hex, machine string) string {
+	return p.join("recovering", hex, machine)
+}
+func (p Paths) ElectionRoot() string        { return p.join("election") }
+func (p Paths) Election(name string) string { return p.join("election", name) }
 
 // Skeleton lists the persistent container znodes that must exist before
 // agents and the coordinator run; EnsureSkeleton creates them.
 func (p Paths) Skeleton() []string {
 	return []string{p.Root, p.Specs(), p.History(), p.Deploy(), p.CurrentRoot(), p.StagingRoot(),
 		p.TurnsRoot(), p.BudgetRoot(), p.DownRoot(), p.UpRoot(), p.MembersRoot(), p.BadRoot(), p.Agents(), p.ProgressRoot(),
-		p.Blobs(), p.ElectionRoot()}
+		p.Blobs(), p.RecoveringRoot(), p.ElectionRoot()}
 }
 
 // SeqOf returns the sequence number of a sequential znode name (the last 10
