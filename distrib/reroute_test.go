@@ -420,4 +420,15 @@ func TestDeadOrigin(t *testing.T) {
 			t.Fatalf("%s holds %s, want %s", n.cfg.Machine, got, f.id)
 		}
 	}
+	// The nodes that lost the origin found each other through the blob's
+	// recovering set, and left it when done.
+	hex, _ := ParseID(f.id)
+	c := f.nodes[0].cfg.Conn
+	names, _, err := c.ZK().Children(c.Paths().Recovering(hex))
+	if err != nil {
+		t.Fatalf("recovering set: %v (no node joined it)", err)
+	}
+	if len(names) != 0 {
+		t.Fatalf("recovering set after every fetch ended: %v, want empty", names)
+	}
 }
