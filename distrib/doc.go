@@ -40,16 +40,23 @@
 //     spreadSegment), inside a small request window (RequestWindow): pieces
 //     complete quickly and move on down the rack chain;
 //   - watch for a stall (stallWatch): a peer went away and nothing arrived
-//     for RerouteAfter (2 s), or nothing for 3 x RerouteAfter: re-announce
-//     as stalled (the tracker probes the rack and forgets dead members, so
-//     the next member becomes gateway or the predecessor is handed out),
-//     then add peers from the rack map (rack, data center, everyone) one
-//     level per RerouteAfter: with the origin and its tracker gone the
-//     fleet finishes from itself;
+//     for RerouteAfter (1 s; half that when no peer left offers anything),
+//     or nothing for 3 x RerouteAfter although a peer offers pieces:
+//     re-announce as stalled (the tracker probes the rack and forgets dead
+//     members, so the next member becomes gateway or the predecessor is
+//     handed out), then, one level per 2 x RerouteAfter, the rack from the
+//     rack map, the blob's recovering set (/dc/recovering/<blob>: the
+//     hosts that lost a source beyond their rack, i.e. each rack's gateway
+//     once the origin died; they trade with each other and feed their
+//     chains: about one more copy per rack), the data center, everyone. A
+//     host that lost a source beyond its rack skips the rack level; a
+//     starved host (alive peers, none with a piece it lacks) re-announces
+//     once and waits for its chain;
 //   - after StallTimeout without progress add the web seeds.
 //
 // When complete, hash the file, rename it into blobs/ (the mmap follows the
 // inode, so seeding continues). Bytes received are counted per peer class
 // (same rack, same DC, other) through the client's ReceivedUsefulData
-// callback and the rack map. Progress is reported every 250 ms.
+// callback and the rack map. Bytes are counted, and the request window
+// resized to the download's rate (steering.adapt), every 250 ms.
 package distrib
