@@ -163,6 +163,15 @@ func TestSecureTreeRefusesOutsiders(t *testing.T) {
 	for _, path := range []string{p.CurrentMachine("web", "m1"), p.Budget("web"), p.Head(), p.Election("coordinator")} {
 		checkACL(t, admin, path)
 	}
+
+	// A tree secured before the recovering set existed: agents and
+	// coordinators, who may not create it, still start.
+	must("admin drops the recovering set's container", admin.ZK().Delete(p.Recovering("abc"), -1))
+	must("admin drops the recovering root", admin.ZK().Delete(p.RecoveringRoot(), -1))
+	must("agent ensures the skeleton without the recovering root", agent.EnsureSkeleton())
+	must("coordinator ensures the skeleton without the recovering root", coord.EnsureSkeleton())
+	must("release ensures the skeleton, creating the recovering root", release.EnsureSkeleton())
+	checkACL(t, admin, p.RecoveringRoot())
 }
 
 // TestSecureTreeACLsReadBack: every node's ACL, read back from the server,

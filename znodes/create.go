@@ -130,6 +130,12 @@ func (c *Conn) EnsurePath(p string) error {
 func (c *Conn) EnsureSkeleton() error {
 	for _, p := range c.paths.Skeleton() {
 		if err := c.EnsurePath(p); err != nil {
+			if errors.Is(err, zk.ErrNoAuth) && p == c.paths.RecoveringRoot() {
+				// A tree secured before the recovering set existed lacks it
+				// until dcroll init runs again (or a push creates it); only
+				// the recovering set needs it, and it falls back without.
+				continue
+			}
 			return err
 		}
 	}
