@@ -1,12 +1,14 @@
 package distrib
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -27,6 +29,8 @@ type clientOptions struct {
 	// CongestionControl of the client's TCP sockets ("": the default,
 	// DefaultCongestionControl; "system": the kernel's).
 	CongestionControl string
+	// wrapListener, if set, wraps the swarm listener (tests).
+	wrapListener func(net.Listener) net.Listener
 }
 
 // dialTimeout bounds one outgoing TCP connect (peers, tracker, web seed).
@@ -57,14 +61,13 @@ func (c *client) Close() []error {
 //   - MaxAllocPeerRequestDataPerConn = 16 MiB and KeepAliveTimeout = 1 s:
 //     work-arounds for two v1.59.1 stalls (FIFO upload reservations vs map
 //     order, and a lost wake-up with UploadRateLimiter).
-//   - DropDuplicatePeerIds: one connection per peer. Both ends of a chain
-//     link (and the origin and a gateway) dial each other, and every
-//     re-announce dials the handed-out peers again, which v1.59.1 does not
-//     recognise as connected (the inbound connection came from another
-//     port). Kept, the duplicates split one link's requests over two or
-//     three TCP flows: measured on the benchmark fabric, every host fell
-//     from 1.90 to ~1.65 MB/s after the first re-announce (60 s), and a
-//     gateway pulled from the origin over two flows from the start.
+//   - DropDuplicatePeerIds stays off: each end keeps the connection it
+//     had first, so when two peers dial each other at once (both got the
+//     other from the tracker, as every rack chain link does when a rollout
+//     starts) each end refuses the other's and both close: measured, a
+//     rack's chain never formed and seven hosts waited for the web seed.
+//     Fetches drop duplicates themselves by a rule both ends agree on
+//     (dropDuplicateConns).
 //   - The TCP listener and dialer are ours (the library's built-in TCP
 //     socket is disabled): every socket gets the congestion control of
 //     socketControl (see DefaultCongestionControl).
@@ -103,7 +106,6 @@ func newClient(o clientOptions) (*client, error) {
 	cfg.DisableUTP = true
 	cfg.DisableWebtorrent = true
 	cfg.NoDefaultPortForwarding = true
-	cfg.DropDuplicatePeerIds = true
 	cfg.MaxAllocPeerRequestDataPerConn = 16 << 20
 	cfg.KeepAliveTimeout = time.Second
 	cfg.MaxUnverifiedBytes = 0
@@ -151,6 +153,9 @@ func newClient(o clientOptions) (*client, error) {
 		return nil, fmt.Errorf("start bittorrent client on %s: %w", o.ListenAddr, err)
 	}
 	cl.AddDialer(torrent.NetworkDialer{Network: network, Dialer: d})
+	if o.wrapListener != nil {
+		ln = o.wrapListener(ln)
+	}
 	cl.AddListener(ln)
 	return &client{Client: cl, ln: ln}, nil
 }
@@ -167,4 +172,65 @@ type refusingStorage struct{}
 
 func (refusingStorage) OpenTorrent(context.Context, *metainfo.Info, metainfo.Hash) (storage.TorrentImpl, error) {
 	return storage.TorrentImpl{}, errors.New("dcroll: torrent added without its own storage")
+}
+
+// dropDuplicateConns closes all but one connection to each peer of t. Both
+// ends of a chain link dial each other (the tracker hands each to the
+// other), and every re-announce dials the handed-out peers again, which
+// v1.59.1 does not recognise as connected when the connection came in
+// from another port. Kept, duplicates split one link's requests over two
+// or three TCP flows: measured on the benchmark fabric, every host fell
+// from 1.90 to ~1.65 MB/s after the first re-announce (60 s).
+//
+// Both ends may run this at once, so the rule picks the same survivor on
+// both: a connection dialed by the peer with the smaller peer ID when
+// there is one (both ends close those the larger dialed), else one dialed
+// by the larger; only a connection's dialer thins several of its own to
+// one (the end that accepted them cannot tell them apart). self is this
+// client's peer ID. It returns the remote addresses of the connections it
+// closed that no remaining connection shares (stallWatch.closing).
+func dropDuplicateConns(t *torrent.Torrent, self torrent.PeerID) (gone []string) {
+	byPeer := map[torrent.PeerID][]*torrent.PeerConn{}
+	for _, pc := range t.PeerConns() {
+		byPeer[pc.PeerID] = append(byPeer[pc.PeerID], pc)
+	}
+	for id, pcs := range byPeer {
+		if len(pcs) < 2 || id == self {
+			continue
+		}
+		var dialed, accepted []*torrent.PeerConn
+		for _, pc := range pcs {
+			if pc.Discovery == torrent.PeerSourceIncoming {
+				accepted = append(accepted, pc)
+			} else {
+				dialed = append(dialed, pc)
+			}
+		}
+		// Ours are dialed, theirs accepted. The survivor is one dialed by
+		// the smaller ID, else one dialed by the larger.
+		var drop []*torrent.PeerConn
+		switch smaller := bytes.Compare(self[:], id[:]) < 0; {
+		case smaller && len(dialed) > 0:
+			drop = append(accepted, dialed[1:]...)
+		case smaller:
+			// All theirs: their dialer thins them.
+		case len(accepted) > 0:
+			drop = dialed
+		default:
+			drop = dialed[1:]
+		}
+		kept := map[string]bool{}
+		for _, pc := range pcs {
+			if !slices.Contains(drop, pc) {
+				kept[pc.RemoteAddr.String()] = true
+			}
+		}
+		for _, pc := range drop {
+			_ = pc.Close() // always nil; the socket closes in the background
+			if a := pc.RemoteAddr.String(); !kept[a] {
+				gone = append(gone, a)
+			}
+		}
+	}
+	return gone
 }

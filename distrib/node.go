@@ -419,6 +419,7 @@ func (n *Node) fetch(ctx context.Context, bs *blobState, onProgress func(znodes.
 		rate := bs.rate
 		bs.mu.Unlock()
 		st.adapt(rate)
+		watch.closed(dropDuplicateConns(t, n.cl.PeerID()))
 		if got > last {
 			lastProgress = now
 		}

@@ -53,7 +53,9 @@ const (
 // remaining peer has a piece it lacks (a dead predecessor or gateway: the
 // killed process's sockets close at once, and its successor has nothing
 // else to wait for). Without a lost peer it re-routes when nothing arrived
-// for 3 x RerouteAfter although a peer has pieces it lacks (a frozen peer),
+// for 3 x RerouteAfter although a peer has pieces it lacks (a frozen peer;
+// also before the first byte: a chain once waited 20 s for the web seed
+// behind a predecessor that had pieces and sent none),
 // or for 6 x RerouteAfter when none has (starved: everyone downstream of a
 // dead chain member waits for the chain to heal upstream; re-routing them
 // all made the rack a mesh, measured at 1.5 instead of 1.9 MiB/s per host
@@ -69,6 +71,7 @@ type stallWatch struct {
 	after        time.Duration
 	inRack       func(addr string) bool // whether a peer is a member of our rack (nil: all are)
 	peers        map[string]bool        // remote addresses of the last tick's connections
+	closing      map[string]int         // connections we closed ourselves: their going is no loss, once each
 	lostAt       time.Time              // a connection went away (zero: none since the last progress)
 	lostBeyond   bool                   // ... and one of them was not of our rack
 	lastProgress time.Time
@@ -88,7 +91,15 @@ type stallTick struct {
 }
 
 func newStallWatch(after time.Duration, now time.Time, inRack func(string) bool) *stallWatch {
-	return &stallWatch{after: after, inRack: inRack, peers: map[string]bool{}, lastProgress: now, fallback: -1}
+	return &stallWatch{after: after, inRack: inRack, peers: map[string]bool{}, closing: map[string]int{}, lastProgress: now, fallback: -1}
+}
+
+// closed records connections the node closed itself (duplicates): their
+// disappearing is not a lost peer.
+func (w *stallWatch) closed(addrs []string) {
+	for _, a := range addrs {
+		w.closing[a]++
+	}
 }
 
 // observe records the tick's connections and progress; it returns the
@@ -100,9 +111,18 @@ func (w *stallWatch) observe(now time.Time, tk stallTick) int {
 	}
 	lostNow, beyondNow := false, false
 	for c := range w.peers {
+		if !cur[c] && w.closing[c] > 0 {
+			w.closing[c]--
+			continue
+		}
 		if !cur[c] {
 			lostNow = true
 			beyondNow = beyondNow || (w.inRack != nil && !w.inRack(c))
+		}
+	}
+	for c := range w.closing {
+		if !cur[c] {
+			delete(w.closing, c) // gone (consumed above) or never seen
 		}
 	}
 	w.peers = cur
@@ -128,7 +148,7 @@ func (w *stallWatch) observe(now time.Time, tk stallTick) int {
 	}
 	quiet := now.Sub(w.lastProgress)
 	lost := !w.lostAt.IsZero() && (quiet >= w.after || (!tk.offered && quiet >= w.after/2))
-	frozen := tk.started && tk.offered && quiet >= 3*w.after
+	frozen := tk.offered && quiet >= 3*w.after // also before the first byte
 	starved := tk.started && quiet >= 6*w.after
 	if !lost && !frozen && !starved {
 		return -1

@@ -36,6 +36,11 @@ func TestStallWatch(t *testing.T) {
 			{1 * time.Second, []string{"a"}, false, false, false, -1},
 			{10 * time.Second, []string{"a"}, false, false, false, -1},
 		}},
+		{"a peer that has pieces and sends none is frozen, also before the first byte", []step{
+			{1 * time.Second, []string{"a"}, false, false, true, -1},
+			{5999 * time.Millisecond, []string{"a"}, false, false, true, -1},
+			{6 * time.Second, []string{"a"}, false, false, true, levelTracker},
+		}},
 		{"a lost peer then silence re-routes after RerouteAfter", []step{
 			{0, []string{"a", "b"}, true, true, true, -1},
 			{500 * time.Millisecond, []string{"b"}, false, true, true, -1},
