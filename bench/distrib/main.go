@@ -139,7 +139,7 @@ func benchMain(args []string) error {
 	fs.DurationVar(&cfg.Timeout, "timeout", 15*time.Minute, "give up on a mode after this long")
 	fs.StringVar(&cfg.Out, "out", "bench/results", "directory for distrib-<date>.{json,md} (empty: print only)")
 	fs.StringVar(&cfg.Work, "work", "", "scratch directory (default: a new temp dir, removed afterwards)")
-	fs.BoolVar(&cfg.Keep, "keep", false, "keep the scratch directory (logs, data dirs; a tmpfs stays mounted)")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the scratch directory (every mode's logs, the last mode's data dirs; a tmpfs stays mounted)")
 	fs.BoolVar(&cfg.Tmpfs, "tmpfs", true, "put the scratch directory on a tmpfs (the hosts share one disk, a fleet has one each); ignored with -work")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -262,14 +262,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		zkAddr = ev.Addr
 		log.Info("zookeeper up", "addr", zkAddr)
 	}
-	for _, mode := range cfg.Modes {
+	for i, mode := range cfg.Modes {
 		log.Info("mode start", "mode", mode)
 		mctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		mr, err := runMode(mctx, topo, cfg, mode, b, zkAddr, filepath.Join(work, mode), log)
 		cancel()
-		if !cfg.Keep {
+		if !cfg.Keep || i < len(cfg.Modes)-1 {
 			// The mode's copies of the blob (logs stay): the next mode needs
-			// the room (a tmpfs holds one mode's copies).
+			// the room (a tmpfs holds one mode's copies; with -keep, a full
+			// tmpfs killed ZooKeeper in the second mode). -keep keeps the
+			// last mode's.
 			if derr := dropCopies(filepath.Join(work, mode)); derr != nil {
 				log.Warn("remove the mode's data", "mode", mode, "err", derr)
 			}
