@@ -61,13 +61,11 @@ func (c *client) Close() []error {
 //   - MaxAllocPeerRequestDataPerConn = 16 MiB and KeepAliveTimeout = 1 s:
 //     work-arounds for two v1.59.1 stalls (FIFO upload reservations vs map
 //     order, and a lost wake-up with UploadRateLimiter).
-//   - DropDuplicatePeerIds stays off: each end keeps the connection it
-//     had first, so when two peers dial each other at once (both got the
-//     other from the tracker, as every rack chain link does when a rollout
-//     starts) each end refuses the other's and both close: measured, a
-//     rack's chain never formed and seven hosts waited for the web seed.
-//     Fetches drop duplicates themselves by a rule both ends agree on
-//     (dropDuplicateConns).
+//   - DropDuplicatePeerIds stays off: fetches drop duplicate connections
+//     themselves (dropDuplicateConns), by a rule both ends agree on as the
+//     library's does, so that the stall watch knows which connections went
+//     because we closed them (one the library replaces looks like a lost
+//     peer and can start a re-route).
 //   - The TCP listener and dialer are ours (the library's built-in TCP
 //     socket is disabled): every socket gets the congestion control of
 //     socketControl (see DefaultCongestionControl).

@@ -29,9 +29,8 @@ func (l slowListener) Accept() (net.Conn, error) {
 // Two peers that dial each other at the same moment (both got the other
 // from the tracker), and again (a re-announce hands the same peers out),
 // end with one connection, the same one at both ends, when both run
-// dropDuplicateConns. (With the library's DropDuplicatePeerIds each end
-// kept the connection it had first, and simultaneous dials closed both:
-// this test failed so in 3 of 10 pairs.)
+// dropDuplicateConns: never none (both ends closing different ones), never
+// two. Without dropDuplicateConns it fails: both ends keep two.
 func TestOneConnectionPerPeer(t *testing.T) {
 	for pair := range 10 {
 		t.Run(fmt.Sprint("pair", pair), func(t *testing.T) {
