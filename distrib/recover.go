@@ -75,10 +75,12 @@ func (r *recovery) join(ctx context.Context) error {
 // watch sends the set's members on every change until ctx ends.
 func (r *recovery) watch(ctx context.Context, dir string) {
 	defer close(r.done)
+	changed := make(chan struct{}, 1)
+	ws := znodes.NewWatchSet(ctx, r.conn.ZK(), changed)
 	for {
-		names, _, ev, err := r.conn.ZK().ChildrenW(dir)
+		names, err := ws.Children(dir)
 		if err != nil {
-			r.log.Warn("watching the recovering set failed; retrying", "path", dir, "err", err)
+			r.log.Warn("reading the recovering set failed; retrying", "path", dir, "err", err)
 			select {
 			case <-ctx.Done():
 				return
@@ -90,11 +92,11 @@ func (r *recovery) watch(ctx context.Context, dir string) {
 		case <-r.updates: // replaced by the newer list
 		default:
 		}
-		r.updates <- names
+		r.updates <- slices.Clone(names)
 		select {
 		case <-ctx.Done():
 			return
-		case <-ev:
+		case <-changed:
 		}
 	}
 }
