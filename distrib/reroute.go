@@ -54,8 +54,8 @@ const (
 // killed process's sockets close at once, and its successor has nothing
 // else to wait for). Without a lost peer it re-routes when nothing arrived
 // for 3 x RerouteAfter although a peer has pieces it lacks (a frozen peer;
-// also before the first byte: a chain once waited 20 s for the web seed
-// behind a predecessor that had pieces and sent none),
+// also before the first byte: in one benchmark run a rack's chain got no
+// byte for 24 s, until the web seed, cause unknown),
 // or for 6 x RerouteAfter when none has (starved: everyone downstream of a
 // dead chain member waits for the chain to heal upstream; re-routing them
 // all made the rack a mesh, measured at 1.5 instead of 1.9 MiB/s per host
