@@ -229,6 +229,7 @@ func Run(ctx context.Context, cfg Config) error {
 		node, err := distrib.NewNode(ctx, distrib.NodeConfig{
 			DataDir: filepath.Join(cfg.DataDir, "blobs"), ListenAddr: cfg.PeerListen, Conn: conn,
 			Machine: cfg.Machine, MlockBudget: max(cfg.MlockBudget, 0), Logger: cfg.Logger,
+			CongestionControl: cfg.CongestionControl,
 		})
 		if err != nil {
 			return fmt.Errorf("agent: start blob distribution: %w", err)

@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"dcroll/agent/supervise"
+	"dcroll/distrib"
 	"dcroll/internal/units"
 	"dcroll/spec"
 	"dcroll/znodes"
@@ -71,6 +72,7 @@ type Fetcher interface {
 //	zk_tls_ca: /etc/dcroll/zk-ca.pem  # TLS to ZooKeeper's secureClientPort
 //	trust: [/etc/dcroll/release.pub]  # accept only HEADs signed by these keys
 //	mlock_budget: 8GiB   # or 8GB, 8589934592; -1: do not lock
+//	congestion_control: cubic   # the blob swarm's TCP: the default; system: the kernel's
 //	poll_interval: 5s    # Go durations
 //	env:
 //	  web: [DCROLL_PORT=8001]
@@ -120,6 +122,11 @@ type Config struct {
 	// file and in --mlock-budget: plain bytes, 8GiB/512MiB/64KiB (binary)
 	// or 8GB/512MB/64KB (decimal), case-insensitive (ParseMlockBudget).
 	MlockBudget int64 `yaml:"mlock_budget" json:"mlock_budget"`
+	// CongestionControl is the TCP congestion control of the blob swarm's
+	// sockets ("": distrib.DefaultCongestionControl, cubic, reno where the
+	// kernel refuses it; "system": the kernel's default; or an algorithm
+	// of net.ipv4.tcp_available_congestion_control).
+	CongestionControl string `yaml:"congestion_control" json:"congestion_control,omitempty"`
 	// Env are extra NAME=value variables per service, e.g.
 	// {"web": ["DCROLL_PORT=8081"]}; the key "*" applies to every service.
 	Env map[string][]string `yaml:"env" json:"env"`
@@ -429,6 +436,12 @@ func (d *configDecoder) field(name string, n *yaml.Node, dst reflect.Value) {
 		}
 	case dst.Kind() == reflect.String:
 		if s, ok := d.scalar(name, n, "a string"); ok {
+			if name == "congestion_control" {
+				if err := distrib.CheckCongestionControl(s); err != nil {
+					d.errorf(n, name, "%v", err)
+					return
+				}
+			}
 			dst.SetString(s)
 		}
 	case dst.Kind() == reflect.Bool:

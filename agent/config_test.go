@@ -21,6 +21,7 @@ session_timeout: 4s
 peer_listen: 10.0.0.1:6881
 http_addr: :9100
 mlock_budget: 8GiB
+congestion_control: bbr
 env:
   "*": [A=1]
   web: [DCROLL_PORT=8001]
@@ -34,7 +35,7 @@ stop_services_on_exit: true
 	}
 	want := Config{Machine: "r1-m1", Rack: "r1", DC: "par1", Services: []string{"store", "web"}, DataDir: "/var/lib/dcroll/agent",
 		ZK: "zk1:2181,zk2:2181", Root: "/dc2", SessionTimeout: 4 * time.Second, PeerListen: "10.0.0.1:6881", HTTPAddr: ":9100",
-		MlockBudget: 8 << 30, Env: map[string][]string{"*": {"A=1"}, "web": {"DCROLL_PORT=8001"}},
+		MlockBudget: 8 << 30, CongestionControl: "bbr", Env: map[string][]string{"*": {"A=1"}, "web": {"DCROLL_PORT=8001"}},
 		PollInterval: 90 * time.Second, HealthInterval: 500 * time.Millisecond, StopGrace: 20 * time.Second, StopServicesOnExit: true}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ParseConfig:\n got %+v\nwant %+v", got, want)
@@ -56,8 +57,9 @@ func TestParseConfigSizes(t *testing.T) {
 func TestParseConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"machine: m1\nrack: r1\nservice: [store]\n", `agent.yaml:3: unknown field "service" (did you mean "services"?)`},
-		{"colour: blue\n", `agent.yaml:1: unknown field "colour" (known fields: machine, rack, dc, labels, services, data_dir, zk, root, session_timeout, zk_auth, zk_tls_ca, zk_tls_cert, zk_tls_key, trust, peer_listen, http_addr, mlock_budget, env, poll_interval, health_interval, stop_grace, stop_services_on_exit)`},
+		{"colour: blue\n", `agent.yaml:1: unknown field "colour" (known fields: machine, rack, dc, labels, services, data_dir, zk, root, session_timeout, zk_auth, zk_tls_ca, zk_tls_cert, zk_tls_key, trust, peer_listen, http_addr, mlock_budget, congestion_control, env, poll_interval, health_interval, stop_grace, stop_services_on_exit)`},
 		{"mlock_budget: 8 lots\n", `agent.yaml:1: mlock_budget: "8 lots" is not a size: write bytes, 8GiB or 8GB; sizes are plain bytes (1048576), binary 8GiB/512MiB/64KiB, or decimal 8GB/512MB/64KB; case-insensitive, a space is allowed (8 GiB)`},
+		{"congestion_control: BBR v2\n", `agent.yaml:1: congestion_control: congestion control "BBR v2": want an algorithm of this kernel (cubic, reno, bbr: /proc/sys/net/ipv4/tcp_available_congestion_control) or "system" for its default`},
 		{"mlock_budget: 8G\n", `agent.yaml:1: mlock_budget: "8G" is ambiguous: write 8GiB (binary) or 8GB (decimal); sizes are plain bytes (1048576), binary 8GiB/512MiB/64KiB, or decimal 8GB/512MB/64KB; case-insensitive, a space is allowed (8 GiB)`},
 		{"\npoll_interval: 4\n", `agent.yaml:2: poll_interval: "4" is not a duration: write e.g. 4s, 500ms or 1m30s`},
 		{"stop_grace: [1s]\n", `agent.yaml:1: stop_grace: want a duration, e.g. 4s, got a list`},

@@ -2,6 +2,7 @@ package distrib
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -30,6 +31,25 @@ import (
 // reno, 21.9 s with bbr (bench/README.md).
 const DefaultCongestionControl = "cubic"
 
+// SystemCongestionControl keeps the kernel's default congestion control.
+const SystemCongestionControl = "system"
+
+// CheckCongestionControl reports whether name can be a congestion control
+// setting: "" (the default), "system", or a kernel algorithm name (letters,
+// digits, underscores, at most 15: TCP_CA_NAME_MAX). Whether this kernel
+// has and allows it is known only at the first socket (a refusal falls
+// back to reno, logged once).
+func CheckCongestionControl(name string) error {
+	ok := len(name) <= 15
+	for _, r := range name {
+		ok = ok && (r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9')
+	}
+	if !ok {
+		return fmt.Errorf("congestion control %q: want an algorithm of this kernel (cubic, reno, bbr: /proc/sys/net/ipv4/tcp_available_congestion_control) or %q for its default", name, SystemCongestionControl)
+	}
+	return nil
+}
+
 // fallbackCongestionControl is tried when the wanted one is refused: every
 // Linux kernel has it and allows it to unprivileged sockets.
 const fallbackCongestionControl = "reno"
@@ -49,7 +69,7 @@ func newSocketControl(cc string, log *slog.Logger) *socketControl {
 	if cc == "" {
 		cc = DefaultCongestionControl
 	}
-	if cc == "system" {
+	if cc == SystemCongestionControl {
 		cc = ""
 	}
 	if log == nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"dcroll/agent"
+	"dcroll/distrib"
 )
 
 func agentCommand() *cli.Command {
@@ -51,6 +52,7 @@ Example (two services on one machine, each on its own port):
 			&cli.StringFlag{Name: "data-dir", EnvVars: []string{"DCROLL_DATA_DIR"}, Usage: "state, blobs, unpacked versions and logs `DIR`"},
 			&cli.StringFlag{Name: "peer-listen", EnvVars: []string{"DCROLL_PEER_LISTEN"}, Usage: "BitTorrent listen `ADDR` (the machine's data-center IP)"},
 			&cli.StringFlag{Name: "http", EnvVars: []string{"DCROLL_AGENT_HTTP"}, Usage: "serve /metrics and /status on `ADDR`"},
+			&cli.StringFlag{Name: "congestion-control", EnvVars: []string{"DCROLL_CONGESTION_CONTROL"}, Usage: "TCP congestion control of the blob swarm's sockets: `NAME` of a kernel algorithm (default cubic, reno where refused), or system for the kernel's default"},
 			&cli.StringFlag{Name: "mlock-budget", EnvVars: []string{"DCROLL_MLOCK_BUDGET"}, Usage: "max `SIZE` of data blobs kept mlocked: " + units.SizeForms + " (0: only RLIMIT_MEMLOCK applies; -1: do not lock)"},
 			&cli.StringSliceFlag{Name: "env", Usage: "`SERVICE:NAME=VALUE` for a service's environment (SERVICE * for all; repeat)"},
 			&cli.BoolFlag{Name: "stop-services-on-exit", Usage: "stop the services when the agent exits"},
@@ -87,6 +89,7 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 	set("dc", &cfg.DC)
 	set("data-dir", &cfg.DataDir)
 	set("peer-listen", &cfg.PeerListen)
+	set("congestion-control", &cfg.CongestionControl)
 	set("http", &cfg.HTTPAddr)
 	set("zk-auth", &cfg.ZKAuth)
 	set("zk-tls-ca", &cfg.ZKTLSCA)
@@ -112,6 +115,9 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 	}
 	if cfg.SessionTimeout == 0 || c.IsSet("session-timeout") {
 		cfg.SessionTimeout = c.Duration("session-timeout")
+	}
+	if err := distrib.CheckCongestionControl(cfg.CongestionControl); err != nil {
+		return cfg, usageError{msg: "--congestion-control: " + err.Error()}
 	}
 	if v := c.String("mlock-budget"); v != "" {
 		n, err := agent.ParseMlockBudget(v)

@@ -35,6 +35,8 @@ func TestAgentConfigFileAndSizes(t *testing.T) {
 		{[]string{"--mlock-budget", "8GB"}, 2, noDataDir},
 		{[]string{"--mlock-budget", "8 gib"}, 2, noDataDir},
 		{[]string{"--mlock-budget", "-1"}, 2, noDataDir},
+		{[]string{"--congestion-control", "reno"}, 2, noDataDir},
+		{[]string{"--congestion-control", "BBR v2"}, 2, `--congestion-control: congestion control "BBR v2": want an algorithm of this kernel (cubic, reno, bbr: /proc/sys/net/ipv4/tcp_available_congestion_control) or "system" for its default`},
 		{[]string{"--mlock-budget", "8G"}, 2, `--mlock-budget: "8G" is ambiguous: write 8GiB (binary) or 8GB (decimal); sizes are plain bytes (1048576), binary 8GiB/512MiB/64KiB, or decimal 8GB/512MB/64KB; case-insensitive, a space is allowed (8 GiB)`},
 	} {
 		out, errs, code := run(t, append([]string{"agent"}, tc.args...)...)
